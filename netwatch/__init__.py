@@ -1,0 +1,1 @@
+"""netwatch: network failover monitor for the four towns' shared back-office."""

@@ -1,0 +1,39 @@
+"""The `netwatch` command: one sub-command per module."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from netwatch import check
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="netwatch",
+        description=(
+            "Network failover monitor for the four towns that share one municipal "
+            "back-office: validate the topology, build the lab, run the agents, "
+            "the operations center and failover drills."
+        ),
+    )
+    subparsers = parser.add_subparsers(title="commands", metavar="COMMAND")
+    check.add_parser(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "run"):
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return int(args.run(args))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,44 @@
+"""topology.yaml: the one source of truth for every netwatch and loadprobe command."""
+
+from netwatch.topology.loader import DEFAULT_PATH, TopologyError, load, loads
+from netwatch.topology.model import (
+    TRANSACTIONS,
+    Datacenter,
+    HostPort,
+    Lab,
+    LabLink,
+    LabNode,
+    LinkProfile,
+    LoadTest,
+    Opscenter,
+    Path,
+    Policy,
+    PolicyProfile,
+    Sla,
+    Topology,
+    Town,
+)
+from netwatch.topology.source import Problem
+
+__all__ = [
+    "DEFAULT_PATH",
+    "TRANSACTIONS",
+    "Datacenter",
+    "HostPort",
+    "Lab",
+    "LabLink",
+    "LabNode",
+    "LinkProfile",
+    "LoadTest",
+    "Opscenter",
+    "Path",
+    "Policy",
+    "PolicyProfile",
+    "Problem",
+    "Sla",
+    "Topology",
+    "TopologyError",
+    "Town",
+    "load",
+    "loads",
+]

@@ -1,0 +1,313 @@
+"""The typed model of topology.yaml.
+
+Shapes and units are checked here by pydantic (unknown keys are refused
+everywhere); rules that span several keys live in `rules.py`, where each
+finding can name the exact key it is about.  Every model is frozen: the
+topology is read once and shared by every part of a process.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+
+from netwatch.topology.units import parse_duration, parse_percentage, parse_rate
+
+
+def _check_id(value: str) -> str:
+    if not (1 <= len(value) <= 12) or not value[0].isalpha() or not value.isascii():
+        raise ValueError(f"expected an id of 1-12 ASCII letters, digits or '-', got {value!r}")
+    if not all(c.islower() or c.isdigit() or c == "-" for c in value):
+        raise ValueError(f"expected a lowercase id (letters, digits, '-'), got {value!r}")
+    return value
+
+
+def _check_link_id(value: str) -> str:
+    if not (1 <= len(value) <= 32) or not value.isascii() or not value[0].isalpha():
+        raise ValueError(f"expected a link id of 1-32 ASCII letters, digits or '-', got {value!r}")
+    if not all(c.islower() or c.isdigit() or c == "-" for c in value):
+        raise ValueError(f"expected a lowercase link id (letters, digits, '-'), got {value!r}")
+    return value
+
+
+def _check_ifname(value: str) -> str:
+    # Linux refuses names over 15 bytes and names containing '/', ':' or spaces.
+    if not (1 <= len(value.encode()) <= 15) or any(c in value for c in "/: \t"):
+        raise ValueError(f"expected an interface name of 1-15 characters, got {value!r}")
+    return value
+
+
+def _url_checker(*schemes: str) -> AfterValidator:
+    def check(value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in schemes or not parts.hostname:
+            expected = " or ".join(f"{s}://HOST" for s in schemes)
+            raise ValueError(f"expected a URL like {expected}..., got {value!r}")
+        try:
+            _ = parts.port
+        except ValueError:
+            raise ValueError(f"the port in {value!r} is not a number 0-65535") from None
+        return value
+
+    return AfterValidator(check)
+
+
+@dataclass(frozen=True)
+class HostPort:
+    host: IPv4Address
+    port: int
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+def _parse_hostport(value: object) -> object:
+    if isinstance(value, HostPort):
+        return value
+    if not isinstance(value, str) or value.count(":") != 1:
+        raise ValueError(f"expected ADDRESS:PORT like '10.200.0.10:8080', got {value!r}")
+    host, _, port = value.partition(":")
+    try:
+        address = IPv4Address(host)
+    except ValueError:
+        raise ValueError(f"{host!r} is not an IPv4 address") from None
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(f"expected a port 1-65535, got {port!r}")
+    return HostPort(address, int(port))
+
+
+def _parse_network(value: object) -> object:
+    # Refuse host bits: "10.200.0.1/24" is almost always a typo for an address.
+    if isinstance(value, str):
+        try:
+            return ipaddress.IPv4Network(value, strict=True)
+        except ValueError as exc:
+            raise ValueError(f"expected an IPv4 network like '10.200.0.0/24': {exc}") from None
+    return value
+
+
+Id = Annotated[str, AfterValidator(_check_id)]
+IfName = Annotated[str, AfterValidator(_check_ifname)]
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+Rate = Annotated[int, BeforeValidator(parse_rate)]
+Ratio = Annotated[float, BeforeValidator(parse_percentage)]
+Network = Annotated[IPv4Network, BeforeValidator(_parse_network)]
+Endpoint = Annotated[HostPort, BeforeValidator(_parse_hostport)]
+HttpUrl = Annotated[str, _url_checker("http", "https")]
+MqttUrl = Annotated[str, _url_checker("mqtt", "mqtts")]
+PositiveInt = Annotated[int, Field(ge=1)]
+
+TRANSACTIONS = ("app_start", "logon", "ledger_inquiry", "certificate", "batch")
+Transaction = Literal["app_start", "logon", "ledger_inquiry", "certificate", "batch"]
+ProbeKind = Literal["icmp", "tcp", "http"]
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --- towns and their paths -------------------------------------------------
+
+
+class Path(Model):
+    name: Id
+    role: Literal["primary", "backup"]
+    network: Id
+    access_point: str
+    bandwidth: Rate
+    interface: IfName
+    address: IPv4Interface
+    gateway: IPv4Address
+    mark: Annotated[int, Field(ge=1, le=0xFFFFFFFF)]
+    table: Annotated[int, Field(ge=1, le=252)]  # 253-255 are default, main, local
+
+
+class Town(Model):
+    id: Id
+    name: str
+    prefecture: str
+    population: PositiveInt
+    cutover_week: PositiveInt
+    terminals: PositiveInt
+    paths: tuple[Path, ...]
+
+    @property
+    def primary(self) -> Path:
+        return next(p for p in self.paths if p.role == "primary")
+
+    @property
+    def backups(self) -> tuple[Path, ...]:
+        return tuple(p for p in self.paths if p.role == "backup")
+
+    @property
+    def paths_by_preference(self) -> tuple[Path, ...]:
+        """The primary first, then the backups in the order written."""
+        return (self.primary, *self.backups)
+
+    def path(self, name: str) -> Path:
+        for path in self.paths:
+            if path.name == name:
+                return path
+        raise KeyError(f"town {self.id!r} has no path {name!r}")
+
+
+# --- the data center and the operations center ------------------------------
+
+
+class Targets(Model):
+    icmp: IPv4Address
+    tcp: Endpoint
+    http: HttpUrl
+    http_status: Annotated[int, Field(ge=100, le=599)] = 200
+
+
+class Datacenter(Model):
+    name: str
+    bandwidth: Rate
+    prefixes: Annotated[tuple[Network, ...], Field(min_length=1)]
+    targets: Targets
+
+
+class Opscenter(Model):
+    name: str
+    line: Rate
+    prefix: Network
+    address: IPv4Address
+    mqtt: MqttUrl
+    prometheus: HttpUrl
+
+
+# --- probe policy -----------------------------------------------------------
+
+
+class Thresholds(Model):
+    loss: Ratio
+    latency: Duration
+
+
+class Damping(Model):
+    """Route-flap damping as in RFC 2439: a decaying penalty per change."""
+
+    penalty: Annotated[float, Field(ge=0)]
+    half_life: Annotated[Duration, Field(gt=0)]
+    suppress: Annotated[float, Field(gt=0)]
+    reuse: Annotated[float, Field(gt=0)]
+    max_suppress: Annotated[Duration, Field(gt=0)]
+
+
+class PolicyProfile(Model):
+    interval: Annotated[Duration, Field(gt=0)]
+    suspect_interval: Annotated[Duration, Field(gt=0)]
+    timeout: Annotated[Duration, Field(gt=0)]
+    window: Annotated[Duration, Field(gt=0)]
+    fall: PositiveInt
+    rise: PositiveInt
+    reliability: PositiveInt
+    probes: Annotated[tuple[ProbeKind, ...], Field(min_length=1)]
+    fail: Thresholds
+    recover: Thresholds
+    degraded: Thresholds
+    failback_holddown: Annotated[Duration, Field(ge=0)]
+    damping: Damping
+
+
+class Policy(Model):
+    default: str
+    profiles: dict[str, PolicyProfile]
+
+    def profile(self, name: str | None = None) -> PolicyProfile:
+        return self.profiles[name or self.default]
+
+
+# --- the acceptance load test -----------------------------------------------
+
+
+class ThinkTime(Model):
+    min: Annotated[Duration, Field(ge=0)]
+    max: Annotated[Duration, Field(ge=0)]
+
+
+class Credentials(Model):
+    user: str  # a template: {town} and {terminal} are filled in
+    password_env: str = "LOADPROBE_PASSWORD"
+    password_file: str | None = None
+
+
+class Sla(Model):
+    p95: Annotated[Duration, Field(gt=0)]
+    p99: Annotated[Duration, Field(gt=0)]
+    max_error_ratio: Ratio
+    max_degradation: Annotated[float, Field(ge=1.0)]
+
+
+class LoadTest(Model):
+    base_url: HttpUrl
+    terminals: PositiveInt
+    duration: Annotated[Duration, Field(gt=0)]
+    think_time: ThinkTime
+    credentials: Credentials
+    resident_kana: Annotated[tuple[str, ...], Field(min_length=1)]
+    sla: dict[Transaction, Sla]
+
+
+# --- the lab ------------------------------------------------------------------
+
+
+class LinkProfile(Model):
+    """One direction of an emulated link."""
+
+    rate: Rate | None = None  # None: not rate-limited
+    delay: Annotated[Duration, Field(ge=0)] = 0.0
+    jitter: Annotated[Duration, Field(ge=0)] = 0.0
+    loss: Ratio = 0.0
+    queue: PositiveInt = 1000  # packets, drop-tail
+
+
+class LabNode(Model):
+    role: Literal["router", "datacenter", "opscenter"]
+    label: str = ""
+
+
+class LabLink(Model):
+    id: Annotated[str, AfterValidator(_check_link_id)]
+    a: Id
+    b: Id
+    path: Id | None = None  # set when `a` is a town: the path this link carries
+    subnet: Network | None = None  # set when neither end is a town
+    a_to_b: str
+    b_to_a: str
+
+
+class Lab(Model):
+    run_dir: str = "/run/netwatch-lab"
+    profiles: dict[str, LinkProfile]
+    nodes: dict[str, LabNode]
+    links: tuple[LabLink, ...]
+
+
+class Topology(Model):
+    schema_: Literal[1] = Field(alias="schema")
+    towns: Annotated[tuple[Town, ...], Field(min_length=1)]
+    datacenter: Datacenter
+    opscenter: Opscenter
+    policy: Policy
+    loadtest: LoadTest
+    lab: Lab
+
+    def town(self, town_id: str) -> Town:
+        for town in self.towns:
+            if town.id == town_id:
+                return town
+        known = ", ".join(t.id for t in self.towns)
+        raise KeyError(f"unknown town {town_id!r} (known: {known})")
+
+    @property
+    def routed_prefixes(self) -> tuple[IPv4Network, ...]:
+        """What a town routes over its active path: the data center's
+        service networks and the operations center behind it."""
+        return (*self.datacenter.prefixes, self.opscenter.prefix)

@@ -1,0 +1,123 @@
+"""Reading YAML while remembering where every key came from.
+
+PyYAML's composer keeps a mark (line, column) on every node; plain
+``yaml.safe_load`` throws them away.  We build the Python data ourselves
+from the node tree so that each key path maps to its line, and so that a
+key written twice in one mapping is an error instead of a silent override.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+KeyPath = tuple[str | int, ...]
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a file, located as precisely as we can."""
+
+    file: str
+    line: int | None
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        return f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
+
+
+@dataclass
+class Located:
+    """Plain data (dicts, lists, scalars) plus the line of every key path."""
+
+    data: Any
+    lines: dict[KeyPath, int] = field(default_factory=dict)
+
+    def line_of(self, path: KeyPath) -> int | None:
+        """The line of `path`, or of its nearest ancestor that has one."""
+        for end in range(len(path), -1, -1):
+            line = self.lines.get(path[:end])
+            if line is not None:
+                return line
+        return None
+
+
+def format_path(path: KeyPath) -> str:
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+class YamlSyntaxError(Exception):
+    def __init__(self, line: int | None, message: str) -> None:
+        super().__init__(message)
+        self.line = line
+        self.message = message
+
+
+Duplicate = tuple[KeyPath, int, str]
+
+
+def parse_yaml(text: str) -> tuple[Located, list[Duplicate]]:
+    """Parse `text`; return the located data and any duplicate-key findings.
+
+    Raises YamlSyntaxError (with a 1-based line) when the text is not YAML.
+    """
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        located = Located(data=None, lines={(): 1})
+        duplicates: list[Duplicate] = []
+        if node is not None:
+            located.data = _build(loader, node, (), located.lines, duplicates)
+        return located, duplicates
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark is not None else None
+        reason = exc.problem or exc.context or "invalid YAML"
+        raise YamlSyntaxError(line, f"YAML syntax error: {reason}") from None
+    except yaml.YAMLError as exc:
+        raise YamlSyntaxError(None, f"YAML error: {exc}") from None
+    finally:
+        loader.dispose()
+
+
+def _build(
+    loader: yaml.SafeLoader,
+    node: yaml.Node,
+    path: KeyPath,
+    lines: dict[KeyPath, int],
+    duplicates: list[Duplicate],
+) -> Any:
+    if isinstance(node, yaml.MappingNode):
+        loader.flatten_mapping(node)  # resolves "<<" merge keys like safe_load does
+        out: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            key = loader.construct_object(key_node, deep=True)
+            if not isinstance(key, str | int | float | bool) or key is None:
+                key = str(key)
+            child = (*path, key if isinstance(key, str | int) else str(key))
+            if key in out:
+                first = lines.get(child)
+                message = f"duplicate key {key!r} (first written on line {first})"
+                duplicates.append((child, key_node.start_mark.line + 1, message))
+                continue
+            lines[child] = key_node.start_mark.line + 1
+            out[key] = _build(loader, value_node, child, lines, duplicates)
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        items = []
+        for index, item in enumerate(node.value):
+            child = (*path, index)
+            lines[child] = item.start_mark.line + 1
+            items.append(_build(loader, item, child, lines, duplicates))
+        return items
+    return loader.construct_object(node, deep=True)

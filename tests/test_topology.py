@@ -1,0 +1,428 @@
+"""topology.yaml and its validator: the real file passes; each rule rejects
+its own bad file with a located message (file, line, key path, reason)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from netwatch.topology import TopologyError, load, loads
+
+ROOT = Path(__file__).resolve().parent.parent
+GOOD = (ROOT / "topology.yaml").read_text(encoding="utf-8")
+
+
+@dataclass(frozen=True)
+class Case:
+    """Replace `old` (its `nth` occurrence, 1-based) by `new` in the real file;
+    expect a problem on the line where `old` stood (shifted by `line_offset`)."""
+
+    name: str
+    old: str
+    new: str
+    path: str
+    message: str
+    nth: int = 1
+    line_offset: int = 0
+    line_of: str | None = None  # expect the line of this text instead
+
+
+def _mutate(case: Case) -> tuple[str, int]:
+    start = -1
+    for _ in range(case.nth):
+        start = GOOD.find(case.old, start + 1)
+        assert start >= 0, f"{case.name}: {case.old!r} not found in topology.yaml"
+    line = GOOD.count("\n", 0, start) + 1 + case.line_offset
+    if case.line_of is not None:
+        line = GOOD.count("\n", 0, GOOD.index(case.line_of)) + 1
+    return GOOD[:start] + case.new + GOOD[start + len(case.old) :], line
+
+
+CASES = [
+    Case(
+        "unknown key",
+        "    terminals: 10\n",
+        "    terminals: 10\n    colour: red\n",
+        "towns[0].colour",
+        "unknown key 'colour' (expected one of: id, name",
+        line_offset=1,
+    ),
+    Case(
+        "unknown top-level key",
+        "schema: 1\n",
+        "schema: 1\nextras: {}\n",
+        "extras",
+        "unknown key 'extras'",
+        line_offset=1,
+    ),
+    Case(
+        "duplicate town id",
+        "id: takaharu",
+        "id: nishiki",
+        "towns[1].id",
+        "duplicate town id 'nishiki'",
+    ),
+    Case(
+        "duplicate mapping key",
+        "    population: 11407\n",
+        "    population: 11407\n    population: 1\n",
+        "towns[0].population",
+        "duplicate key 'population'",
+        line_offset=1,
+    ),
+    Case(
+        "no primary path",
+        "        role: primary",
+        "        role: backup",
+        "towns[0].paths",
+        "0 primary paths; expected exactly one",
+        line_of="    paths:",
+    ),
+    Case(
+        "no backup path",
+        "        role: backup",
+        "        role: primary",
+        "towns[0].paths",
+        "no backup path",
+        line_of="    paths:",
+    ),
+    Case(
+        "duplicate path name",
+        "      - name: backup",
+        "      - name: primary",
+        "towns[0].paths[1].name",
+        "duplicate name 'primary'",
+    ),
+    Case(
+        "duration without unit",
+        "interval: 100ms",
+        "interval: 100",
+        "policy.profiles.fast.interval",
+        "expected a duration with a unit",
+    ),
+    Case(
+        "unknown duration unit",
+        "interval: 100ms",
+        "interval: 100parsecs",
+        "policy.profiles.fast.interval",
+        "unknown duration unit 'parsecs'",
+    ),
+    Case(
+        "rate that does not parse",
+        "bandwidth: 47mbit",
+        "bandwidth: fast",
+        "towns[0].paths[1].bandwidth",
+        "expected a rate with a unit",
+    ),
+    Case(
+        "rate with unknown unit",
+        "bandwidth: 47mbit",
+        "bandwidth: 47furlongs",
+        "towns[0].paths[1].bandwidth",
+        "unknown rate unit 'furlongs'",
+    ),
+    Case(
+        "percentage without %",
+        "fail: {loss: 20%",
+        "fail: {loss: 20",
+        "policy.profiles.fast.fail.loss",
+        "expected a percentage with a unit, like '2%', got 20",
+    ),
+    Case(
+        "percentage over 100",
+        "fail: {loss: 20%",
+        "fail: {loss: 120%",
+        "policy.profiles.fast.fail.loss",
+        "at most 100%",
+    ),
+    Case(
+        "address that does not parse",
+        "address: 10.10.1.2/30",
+        "address: 10.10.1.300/30",
+        "towns[0].paths[0].address",
+        "expected an IPv4 interface",
+    ),
+    Case(
+        "gateway that does not parse",
+        "gateway: 10.10.1.1",
+        "gateway: gw.example",
+        "towns[0].paths[0].gateway",
+        "expected an IPv4 address",
+    ),
+    Case(
+        "gateway outside the subnet",
+        "gateway: 10.10.1.1",
+        "gateway: 10.10.9.1",
+        "towns[0].paths[0].gateway",
+        "outside the path's subnet 10.10.1.0/30",
+    ),
+    Case(
+        "address is the network address",
+        "address: 10.10.1.2/30",
+        "address: 10.10.1.0/30",
+        "towns[0].paths[0].address",
+        "network or broadcast address",
+    ),
+    Case(
+        "network with host bits",
+        "prefixes: [10.200.0.0/24]",
+        "prefixes: [10.200.0.1/24]",
+        "datacenter.prefixes[0]",
+        "expected an IPv4 network",
+    ),
+    Case(
+        "tcp target without port",
+        "tcp: 10.200.0.10:8080",
+        "tcp: 10.200.0.10",
+        "datacenter.targets.tcp",
+        "expected ADDRESS:PORT",
+    ),
+    Case(
+        "target outside the data center",
+        "icmp: 10.200.0.10",
+        "icmp: 10.201.0.10",
+        "datacenter.targets.icmp",
+        "outside the data center's prefixes",
+    ),
+    Case(
+        "http target with wrong scheme",
+        "http: http://10.200.0.10:8080/health",
+        "http: ftp://10.200.0.10/health",
+        "datacenter.targets.http",
+        "expected a URL like http",
+    ),
+    Case(
+        "mqtt URL with wrong scheme",
+        "mqtt: mqtt://",
+        "mqtt: http://",
+        "opscenter.mqtt",
+        "expected a URL like mqtt://HOST",
+    ),
+    Case(
+        "overlapping lab link subnets",
+        "subnet: 10.255.0.8/30",
+        "subnet: 10.255.0.0/29",
+        "lab.links[10].subnet",
+        "10.255.0.0/29 overlaps 10.255.0.0/30 (at lab.links[8].subnet)",
+    ),
+    Case(
+        "overlapping path subnets",
+        "address: 10.10.2.2/30\n        gateway: 10.10.2.1",
+        "address: 10.10.1.2/30\n        gateway: 10.10.1.1",
+        "towns[1].paths[0].address",
+        "overlaps 10.10.1.0/30 (at towns[0].paths[0].address)",
+    ),
+    Case(
+        "recover loss not stricter than fail",
+        "recover: {loss: 5%",
+        "recover: {loss: 25%",
+        "policy.profiles.fast.recover.loss",
+        "must be stricter (lower) than fail loss 20%",
+    ),
+    Case(
+        "recover latency not stricter than fail",
+        "recover: {loss: 5%, latency: 150ms}",
+        "recover: {loss: 5%, latency: 300ms}",
+        "policy.profiles.fast.recover.latency",
+        "must be stricter (lower) than fail latency 300ms",
+    ),
+    Case(
+        "damping reuse above suppress",
+        "suppress: 2000, reuse: 750",
+        "suppress: 2000, reuse: 2500",
+        "policy.profiles.fast.damping.reuse",
+        "reuse 2500 must be below suppress 2000",
+    ),
+    Case(
+        "unknown default profile",
+        "default: fast",
+        "default: fastest",
+        "policy.default",
+        "no profile named 'fastest'",
+    ),
+    Case(
+        "reserved routing table",
+        "table: 111",
+        "table: 254",
+        "towns[0].paths[0].table",
+        "less than or equal to 252",
+    ),
+    Case(
+        "population not a number",
+        "population: 11407",
+        "population: many",
+        "towns[0].population",
+        "valid integer",
+    ),
+    Case(
+        "unknown role",
+        "role: backup",
+        "role: spare",
+        "towns[0].paths[1].role",
+        "'primary' or 'backup'",
+    ),
+    Case(
+        "p99 below p95",
+        "app_start:      {p95: 3s,  p99: 5s",
+        "app_start:      {p95: 3s,  p99: 2s",
+        "loadtest.sla.app_start.p99",
+        "p99 limit is below the p95 limit",
+    ),
+    Case(
+        "unknown transaction",
+        "    logon:   ",
+        "    logoff:  ",
+        "loadtest.sla.logoff",
+        "Input should be 'app_start'",
+    ),
+    Case(
+        "link with unknown profile",
+        "a_to_b: lgwan-kuma",
+        "a_to_b: lgwan-kumamoto",
+        "lab.links[0].a_to_b",
+        "unknown link profile 'lgwan-kumamoto'",
+    ),
+    Case(
+        "link to unknown node",
+        "b: lgwan, path: primary",
+        "b: lgwan2, path: primary",
+        "lab.links[0].b",
+        "unknown node 'lgwan2'",
+    ),
+    Case(
+        "path without a lab link",
+        "{id: nishiki-backup,     a: nishiki,    b: flets, path: backup,",
+        "{id: nishiki-backup,     a: nishiki,    b: flets, path: primary,",
+        "lab.links[1].path",
+        "path nishiki/primary already has a link",
+    ),
+    Case(
+        "interface name too long",
+        "interface: flets0",
+        "interface: flets0-backup-line",
+        "towns[0].paths[1].interface",
+        "interface name of 1-15 characters",
+    ),
+    Case("town id with capitals", "id: nishiki", "id: Nishiki", "towns[0].id", "lowercase id"),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_bad_file_is_rejected_with_location(case: Case) -> None:
+    text, line = _mutate(case)
+    with pytest.raises(TopologyError) as info:
+        loads(text, "bad.yaml")
+    rendered = [str(p) for p in info.value.problems]
+    matching = [p for p in info.value.problems if p.path == case.path and case.message in p.message]
+    assert matching, f"no problem at {case.path} with {case.message!r}; got {rendered}"
+    assert matching[0].line == line, rendered
+    assert matching[0].file == "bad.yaml"
+    assert str(matching[0]).startswith(f"bad.yaml:{line}: {case.path}: ")
+
+
+def test_real_topology_is_valid_and_matches_the_seed_facts() -> None:
+    topo = load(ROOT / "topology.yaml")
+    populations = {t.id: t.population for t in topo.towns}
+    assert populations == {"nishiki": 11407, "takaharu": 9847, "tsuno": 11130, "kawaminami": 16905}
+    assert sum(populations.values()) == 49289
+    assert [t.cutover_week for t in topo.towns] == [1, 2, 3, 4]
+    assert all(t.terminals == 10 for t in topo.towns)
+    for town in topo.towns:
+        assert town.primary.network == "lgwan"
+        assert town.primary.bandwidth == 100_000_000
+        assert [b.bandwidth for b in town.backups] == [47_000_000]
+    assert "Kuma" in topo.town("nishiki").primary.access_point
+    assert all(
+        "Takanabe" in topo.town(t).primary.access_point for t in ("takaharu", "tsuno", "kawaminami")
+    )
+    assert {"fast", "mwan3-default", "pfsense-default"} <= set(topo.policy.profiles)
+    assert topo.policy.profiles["mwan3-default"].interval == 10.0
+    assert topo.policy.profiles["pfsense-default"].window == 60.0
+
+
+def test_yaml_syntax_error_is_located_not_a_traceback() -> None:
+    text = GOOD.replace("prefixes: [10.200.0.0/24]", "prefixes: [10.200.0.0/24", 1)
+    with pytest.raises(TopologyError) as info:
+        loads(text, "broken.yaml")
+    (problem,) = info.value.problems
+    assert problem.file == "broken.yaml"
+    assert problem.line is not None
+    assert "YAML syntax error" in problem.message
+
+
+@pytest.mark.parametrize("text", ["", "- just\n- a list\n", "42\n"])
+def test_a_file_that_is_not_a_mapping_is_rejected(text: str) -> None:
+    with pytest.raises(TopologyError) as info:
+        loads(text, "odd.yaml")
+    assert "expected a mapping of top-level keys" in str(info.value)
+
+
+def test_missing_key_points_at_its_parent() -> None:
+    text = GOOD.replace("        gateway: 10.10.1.1\n", "", 1)
+    with pytest.raises(TopologyError) as info:
+        loads(text, "t.yaml")
+    (problem,) = info.value.problems
+    assert problem.path == "towns[0].paths[0].gateway"
+    assert problem.message == "missing required key"
+    assert problem.line == GOOD.count("\n", 0, GOOD.find("      - name: primary")) + 1
+
+
+def test_every_problem_is_reported_not_only_the_first() -> None:
+    text = GOOD.replace("gateway: 10.10.1.1", "gateway: 10.10.9.1", 1).replace(
+        "recover: {loss: 5%", "recover: {loss: 25%", 1
+    )
+    with pytest.raises(TopologyError) as info:
+        loads(text, "t.yaml")
+    paths = {p.path for p in info.value.problems}
+    assert {"towns[0].paths[0].gateway", "policy.profiles.fast.recover.loss"} <= paths
+
+
+def _netwatch(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "netwatch.cli", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def test_check_command_prints_summary_and_exits_zero() -> None:
+    result = _netwatch("check")
+    assert result.returncode == 0, result.stderr
+    assert "topology.yaml: valid" in result.stdout
+    assert "49,289 residents" in result.stdout
+    for town in ("nishiki", "takaharu", "tsuno", "kawaminami"):
+        assert town in result.stdout
+
+
+def test_check_command_lists_every_problem_and_exits_one(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        GOOD.replace("gateway: 10.10.1.1", "gateway: 10.10.9.1", 1).replace(
+            "default: fast", "default: fastest", 1
+        ),
+        encoding="utf-8",
+    )
+    result = _netwatch("check", str(bad))
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert f"{bad}:" in result.stderr
+    assert "towns[0].paths[0].gateway" in result.stderr
+    assert "policy.default" in result.stderr
+    assert result.stderr.strip().endswith("2 problems")
+
+
+@pytest.mark.parametrize("content", [None, b"\xff\xfe not utf-8"])
+def test_check_command_unreadable_file_is_one_line(tmp_path: Path, content: bytes | None) -> None:
+    target = tmp_path / "topology.yaml"
+    if content is not None:
+        target.write_bytes(content)
+    result = _netwatch("check", str(target))
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 2
