@@ -7,6 +7,8 @@ import sys
 from collections.abc import Sequence
 
 from netwatch import check
+from netwatch.errors import UserError
+from netwatch.lab import cli as lab_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,6 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND")
     check.add_parser(subparsers)
+    lab_cli.add_parser(subparsers)
     return parser
 
 
@@ -31,6 +34,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(args.run(args))
+    except UserError as exc:
+        command = " ".join(a for a in (argv or sys.argv[1:])[:2] if not a.startswith("-"))
+        print(f"netwatch {command}: {exc}", file=sys.stderr)
+        return exc.exit_code
     except KeyboardInterrupt:
         return 130
 

@@ -1,0 +1,1 @@
+"""netwatch lab: the four-town network in namespaces, links emulated in user space."""
