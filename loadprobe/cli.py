@@ -1,0 +1,54 @@
+"""The `loadprobe` command.
+
+Each subcommand lives beside the code it drives and registers itself with
+an `add_parser(subparsers)` function that sets `handler`: a function from
+the parsed arguments to an exit code. To add a command (e.g. `run`,
+`compare`), write its module and append its `add_parser` to COMMANDS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from typing import TypeAlias
+
+from loadprobe import CliError, __version__
+from loadprobe.target import command as target_command
+
+# A string: argparse._SubParsersAction is generic only to type checkers.
+SubParsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+
+COMMANDS: tuple[Callable[[SubParsers], None], ...] = (target_command.add_parser,)
+
+EXIT_USAGE = 2  # argparse's own exit code for bad arguments; used for every user mistake
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="loadprobe",
+        description="Degraded-mode load tests for the four towns' shared back-office, "
+        "and the reference application they can run against.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for add_parser in COMMANDS:
+        add_parser(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    try:
+        return handler(args)
+    except CliError as exc:
+        print(f"loadprobe {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
