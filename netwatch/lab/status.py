@@ -156,6 +156,8 @@ def measure_rtt(
                         sock.connect(target)
                     except OSError:
                         failures += 1
+                        if failures >= 2 and not rtts:
+                            break  # a cut path: no need to wait out every timeout
                         continue
                     rtts.append(time.perf_counter() - start)
             results.append(
@@ -178,6 +180,6 @@ def render_rtt(rows: list[PathRtt]) -> str:
         low = f"{row.min_s * 1000:.1f}ms" if row.min_s is not None else "-"
         lines.append(
             f"  {row.town:<11} {row.path:<8} {p50:>9} {low:>9} "
-            f"{row.samples}/{row.samples + row.failures:>1}"
+            f"{row.samples:>3}/{row.samples + row.failures}"
         )
     return "\n".join(lines)
