@@ -12,6 +12,7 @@ the next one starts, so `down` finds everything even after a crash.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -28,7 +29,7 @@ from netwatch.emulator.control import EmulatorClient, EmulatorUnavailable
 from netwatch.emulator.netns import entered
 from netwatch.errors import UserError
 from netwatch.lab.plan import NS_PREFIX, Link, Node, Plan, emulator_profile, make_plan
-from netwatch.lab.procs import spawn, stop, wait_until
+from netwatch.lab.procs import running, spawn, stop, wait_until
 from netwatch.lab.state import LabState, ProcRecord, pids_with_marker
 from netwatch.topology import Topology
 
@@ -128,7 +129,7 @@ def _build(plan: Plan, state: LabState, run_dir: str) -> None:
         client = EmulatorClient(control_socket(run_dir, link.id))
         record = next(p for p in state.processes if p.name == f"emulator {link.id}")
         try:
-            client.wait_ready(READY_TIMEOUT, alive=record.alive)
+            client.wait_ready(READY_TIMEOUT, alive=functools.partial(running, record.pid))
         except EmulatorUnavailable as exc:
             raise LabError(f"link {link.id} did not come up: {exc}: {_tail(record.log)}") from None
     for node in plan.nodes.values():
@@ -275,7 +276,7 @@ def _start_broker(plan: Plan, state: LabState, run_dir: str) -> None:
 
 def _wait_listening(record: ProcRecord, netns: str, host: str, port: int, timeout: float) -> None:
     def ready() -> bool:
-        if not record.alive():
+        if not running(record.pid):
             raise LabError(f"{record.name} exited while starting: {_tail(record.log)}")
         with entered(netns):
             sock = socket.socket()

@@ -26,7 +26,21 @@ def spawn(
             start_new_session=True,  # survives `lab up` exiting; not killed by its Ctrl-C
             close_fds=True,
         )
+    _children[proc.pid] = proc
     return ProcRecord(name=name, pid=proc.pid, marker=marker, netns=netns, log=log)
+
+
+# Our own children: until they exec, /proc/PID/cmdline is still ours, so the
+# marker test of ProcRecord.alive() would call a starting process dead.
+_children: dict[int, subprocess.Popen[bytes]] = {}
+
+
+def running(pid: int) -> bool:
+    """Is a process we started (or any pid) still running?"""
+    child = _children.get(pid)
+    if child is not None:
+        return child.poll() is None
+    return _exists(pid)
 
 
 def stop(pid: int, marker: str | None = None, *, grace: float = 3.0) -> None:

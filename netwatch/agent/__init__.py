@@ -1,0 +1,1 @@
+"""netwatch agent: probes each path of one town, fails over, publishes."""
