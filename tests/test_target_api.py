@@ -48,9 +48,21 @@ def start_target(db: Path, log: Path, *extra: str) -> TargetServer:
     env = {**os.environ, "PYTHONPATH": str(REPO), "LOADPROBE_TARGET_PASSWORD": PASSWORD}
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "loadprobe.cli", "target", "--port", "0", "--db", str(db),
-             *extra],
-            cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "loadprobe.cli",
+                "target",
+                "--port",
+                "0",
+                "--db",
+                str(db),
+                *extra,
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
     deadline = time.monotonic() + 60
     url = None
@@ -131,8 +143,13 @@ def test_health_needs_no_session(target_server: TargetServer) -> None:
 def test_openapi_describes_the_api(target_server: TargetServer) -> None:
     with target_server.client() as client:
         schema = client.get("/openapi.json").json()
-    for path in ("/api/v1/logon", "/api/v1/residents/{resident_id}", "/api/v1/certificates",
-                 "/api/v1/batch/jobs/{job_id}/result", "/api/v1/app/manifest"):
+    for path in (
+        "/api/v1/logon",
+        "/api/v1/residents/{resident_id}",
+        "/api/v1/certificates",
+        "/api/v1/batch/jobs/{job_id}/result",
+        "/api/v1/app/manifest",
+    ):
         assert path in schema["paths"]
     assert "LogonRequest" in schema["components"]["schemas"]
     assert "HTTPBearer" in schema["components"]["securitySchemes"]
@@ -152,12 +169,15 @@ def test_metrics_count_by_route_template(target_server: TargetServer) -> None:
         text = client.get("/metrics").text
     assert re.search(
         r'loadprobe_target_http_requests_total\{method="GET",'
-        r'route="/api/v1/residents/\{resident_id\}",status="200"\} [1-9]', text
+        r'route="/api/v1/residents/\{resident_id\}",status="200"\} [1-9]',
+        text,
     )
     assert 'route="unmatched",status="404"' in text
     assert "/no/such/path" not in text
-    assert 'loadprobe_target_http_request_duration_seconds_bucket{le="0.005",method="POST",' \
+    assert (
+        'loadprobe_target_http_request_duration_seconds_bucket{le="0.005",method="POST",'
         'route="/api/v1/logon"}' in text
+    )
     assert re.search(r'loadprobe_target_active_sessions\{town="nishiki"\} [1-9]', text)
     assert 'loadprobe_target_batch_jobs{state="running"}' in text
     assert 'loadprobe_target_residents{town="kawaminami"} 16905.0' in text
@@ -328,7 +348,8 @@ def test_search_pages_through_a_prefix(
             "/api/v1/residents", params={"kana": "くろ", "limit": 50}, headers=headers
         ).json()
         second = client.get(
-            "/api/v1/residents", params={"kana": "ｸﾛ", "limit": 50, "offset": 50},
+            "/api/v1/residents",
+            params={"kana": "ｸﾛ", "limit": 50, "offset": 50},
             headers=headers,
         ).json()
         too_big = client.get("/api/v1/residents", params={"limit": 101}, headers=headers)
@@ -347,8 +368,19 @@ def test_resident_record_is_complete(
     with target_server.client() as client:
         headers = logon(client, "tsuno")
         record = client.get("/api/v1/residents/tsuno-0000042", headers=headers).json()
-    for field in ("family_name", "given_name", "family_kana", "given_kana", "sex", "birth_date",
-                  "address", "household_id", "registered_on", "income", "relationship"):
+    for field in (
+        "family_name",
+        "given_name",
+        "family_kana",
+        "given_kana",
+        "sex",
+        "birth_date",
+        "address",
+        "household_id",
+        "registered_on",
+        "income",
+        "relationship",
+    ):
         assert record[field] == row[field], field
     assert "tsuno-0000042" in [member["resident_id"] for member in record["household"]]
     assert record["address"].startswith("宮崎県児湯郡都農町")
@@ -396,15 +428,17 @@ def _pdf_text(data: bytes) -> str:
     """Metadata strings (UTF-16 with BOM) of a PDF, decoded."""
     texts = []
     for raw in _pdf_literal_strings(data.split(b"stream", 1)[0] + data.rsplit(b"endstream", 1)[1]):
-        texts.append(raw[2:].decode("utf-16-be") if raw.startswith(b"\xfe\xff") else raw.decode(
-            "latin-1"))
+        texts.append(
+            raw[2:].decode("utf-16-be") if raw.startswith(b"\xfe\xff") else raw.decode("latin-1")
+        )
     return "\n".join(texts)
 
 
 def _pdf_page_content(data: bytes) -> bytes:
     """The first page content stream: ASCII85 then Flate, as reportlab writes it."""
-    match = re.search(rb"/ASCII85Decode /FlateDecode \] /Length \d+\s*>>\s*stream\r?\n(.*?)~>",
-                      data, re.S)
+    match = re.search(
+        rb"/ASCII85Decode /FlateDecode \] /Length \d+\s*>>\s*stream\r?\n(.*?)~>", data, re.S
+    )
     assert match is not None
     return zlib.decompress(base64.a85decode(match.group(1), adobe=False))
 
@@ -416,7 +450,8 @@ def test_certificate_is_a_real_pdf(
     with target_server.client() as client:
         headers = logon(client, "kawaminami", 2)
         response = client.post(
-            "/api/v1/certificates", json={"resident_id": row["resident_id"], "kind": "juminhyo"},
+            "/api/v1/certificates",
+            json={"resident_id": row["resident_id"], "kind": "juminhyo"},
             headers=headers,
         )
         again = client.post(
@@ -457,11 +492,13 @@ def test_certificate_errors(target_server: TargetServer) -> None:
             "/api/v1/certificates", json={"resident_id": "tsuno-0000001"}, headers=headers
         )
         bad_kind = client.post(
-            "/api/v1/certificates", json={"resident_id": "nishiki-0000001", "kind": "koseki"},
+            "/api/v1/certificates",
+            json={"resident_id": "nishiki-0000001", "kind": "koseki"},
             headers=headers,
         )
         broken = client.post(
-            "/api/v1/certificates", content=b'{"resident_id": ',
+            "/api/v1/certificates",
+            content=b'{"resident_id": ',
             headers={**headers, "Content-Type": "application/json"},
         )
     assert (unknown.status_code, foreign.status_code) == (404, 404)
@@ -477,7 +514,8 @@ def test_batch_job_processes_every_row_without_starving_requests(
     with target_server.client() as client:
         headers = logon(client, "takaharu")
         submitted = client.post(
-            "/api/v1/batch/jobs", json=job("takaharu"),
+            "/api/v1/batch/jobs",
+            json=job("takaharu"),
             headers=headers,
         )
         assert submitted.status_code == 202
@@ -516,15 +554,18 @@ def test_batch_job_errors(target_server: TargetServer) -> None:
     with target_server.client() as client:
         headers = logon(client, "nishiki")
         foreign = client.post(
-            "/api/v1/batch/jobs", json=job("tsuno"),
+            "/api/v1/batch/jobs",
+            json=job("tsuno"),
             headers=headers,
         )
         bad_year = client.post(
-            "/api/v1/batch/jobs", json=job("nishiki", 1900),
+            "/api/v1/batch/jobs",
+            json=job("nishiki", 1900),
             headers=headers,
         )
         bad_kind = client.post(
-            "/api/v1/batch/jobs", json=job("nishiki", kind="payroll"),
+            "/api/v1/batch/jobs",
+            json=job("nishiki", kind="payroll"),
             headers=headers,
         )
         unknown = client.get("/api/v1/batch/jobs/tax-recalc-nope", headers=headers)
@@ -551,8 +592,11 @@ def test_sessions_expire_and_the_ledger_is_reused(tmp_path: Path) -> None:
         # One server per ledger: a second one on the same file refuses to start.
         second = subprocess.run(
             [sys.executable, "-m", "loadprobe.cli", "target", "--port", "0", "--db", str(db)],
-            cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True,
-            timeout=30, check=False,
+            cwd=REPO,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+            capture_output=True,
+            timeout=30,
+            check=False,
         )
         assert second.returncode == 2
         assert b"in use by another loadprobe target" in second.stderr

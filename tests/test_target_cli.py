@@ -29,8 +29,15 @@ def test_help_explains_the_command(capsys: pytest.CaptureFixture[str]) -> None:
         main(["target", "--help"])
     assert exc.value.code == 0
     text = capsys.readouterr().out
-    for expected in ("LOADPROBE_TARGET_PASSWORD", "lab-password", "--db", "target.sqlite3",
-                     "--batch-row-cost-us", "--session-ttl", "<town>-t01"):
+    for expected in (
+        "LOADPROBE_TARGET_PASSWORD",
+        "lab-password",
+        "--db",
+        "target.sqlite3",
+        "--batch-row-cost-us",
+        "--session-ttl",
+        "<town>-t01",
+    ):
         assert expected in text
 
 
@@ -43,8 +50,13 @@ def test_a_command_is_required(capsys: pytest.CaptureFixture[str]) -> None:
 
 @pytest.mark.parametrize(
     "args",
-    [["--port", "70000"], ["--port", "http"], ["--session-ttl", "0"],
-     ["--batch-row-cost-us", "-1"], ["--batch-workers", "9"]],
+    [
+        ["--port", "70000"],
+        ["--port", "http"],
+        ["--session-ttl", "0"],
+        ["--batch-row-cost-us", "-1"],
+        ["--batch-workers", "9"],
+    ],
 )
 def test_bad_arguments_exit_2(args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
@@ -75,10 +87,22 @@ def test_unwritable_db_path_is_one_line(tmp_path: Path, capsys: pytest.CaptureFi
 
 def test_no_traceback_in_a_real_process(busy_port: int, tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "loadprobe.cli", "target", "--port", str(busy_port),
-         "--db", str(tmp_path / "x.sqlite3")],
-        cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True,
-        timeout=60, check=False,
+        [
+            sys.executable,
+            "-m",
+            "loadprobe.cli",
+            "target",
+            "--port",
+            str(busy_port),
+            "--db",
+            str(tmp_path / "x.sqlite3"),
+        ],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert result.returncode == 2
     assert result.stderr.startswith("loadprobe target: error: cannot listen on")

@@ -29,8 +29,10 @@ from loadprobe.target.towns import TOTAL_POPULATION, TOWNS, TOWNS_BY_ID, Town
 
 def test_town_facts() -> None:
     assert [(t.id, t.name, t.population) for t in TOWNS] == [
-        ("nishiki", "錦町", 11_407), ("takaharu", "高原町", 9_847),
-        ("tsuno", "都農町", 11_130), ("kawaminami", "川南町", 16_905),
+        ("nishiki", "錦町", 11_407),
+        ("takaharu", "高原町", 9_847),
+        ("tsuno", "都農町", 11_130),
+        ("kawaminami", "川南町", 16_905),
     ]
     assert TOTAL_POPULATION == 49_289
     assert TOWNS_BY_ID["nishiki"].prefecture == "熊本県"
@@ -90,8 +92,13 @@ def test_ledger_search_issuance_and_schema_check(tmp_path: Path) -> None:
     assert ledger.search("takaharu", kana=None, name="黒木", limit=1, offset=0).total == page.total
     assert ledger.get("takaharu", "nishiki-0000001") is None  # other town
     numbers = [
-        ledger.log_issuance(town="takaharu", resident_id="takaharu-0000001", kind="juminhyo",
-                            user="takaharu-t01", issued_at=datetime(2012, 3, 1, 9))
+        ledger.log_issuance(
+            town="takaharu",
+            resident_id="takaharu-0000001",
+            kind="juminhyo",
+            user="takaharu-t01",
+            issued_at=datetime(2012, 3, 1, 9),
+        )
         for _ in range(3)
     ]
     assert numbers == ["takaharu-C0000001", "takaharu-C0000002", "takaharu-C0000003"]
@@ -114,6 +121,7 @@ def test_ledger_errors_are_one_line(tmp_path: Path) -> None:
     garbage.write_bytes(b"this is not a database" * 100)
     with pytest.raises(LedgerError, match=r"garbage\.sqlite3"):
         open_ledger(garbage)
+
 
 # --- kana -------------------------------------------------------------------------------
 
@@ -238,8 +246,15 @@ def test_bundle_is_deterministic_and_sized_like_a_client() -> None:
 
 @pytest.mark.parametrize(
     ("header", "matches"),
-    [(None, False), ("", False), ("*", True), ('"abc"', True), ('W/"abc"', True),
-     ('"x", "abc"', True), ('"abcd"', False)],
+    [
+        (None, False),
+        ("", False),
+        ("*", True),
+        ('"abc"', True),
+        ('W/"abc"', True),
+        ('"x", "abc"', True),
+        ('"abcd"', False),
+    ],
 )
 def test_etag_matches(header: str | None, matches: bool) -> None:
     assert etag_matches(header, '"abc"') is matches
@@ -247,9 +262,13 @@ def test_etag_matches(header: str | None, matches: bool) -> None:
 
 @pytest.mark.parametrize(
     ("day", "text"),
-    [(date(2012, 3, 1), "平成24年3月1日"), (date(1989, 1, 7), "昭和64年1月7日"),
-     (date(1989, 1, 8), "平成元年1月8日"), (date(2019, 5, 1), "令和元年5月1日"),
-     (date(1916, 3, 26), "大正5年3月26日")],
+    [
+        (date(2012, 3, 1), "平成24年3月1日"),
+        (date(1989, 1, 7), "昭和64年1月7日"),
+        (date(1989, 1, 8), "平成元年1月8日"),
+        (date(2019, 5, 1), "令和元年5月1日"),
+        (date(1916, 3, 26), "大正5年3月26日"),
+    ],
 )
 def test_wareki(day: date, text: str) -> None:
     assert wareki(day) == text

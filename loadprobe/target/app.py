@@ -33,9 +33,7 @@ def create_app(config: TargetConfig, ledger_info: LedgerInfo) -> FastAPI:
     """Build the ASGI app over an already opened (seeded) ledger."""
     ledger = Ledger(ledger_info.path)
     sessions = SessionStore(config.session_ttl)
-    batch = BatchRunner(
-        ledger, workers=config.batch_workers, row_cost_us=config.batch_row_cost_us
-    )
+    batch = BatchRunner(ledger, workers=config.batch_workers, row_cost_us=config.batch_row_cost_us)
     metrics = TargetMetrics()
     metrics.add_state(
         version=__version__,
@@ -44,8 +42,14 @@ def create_app(config: TargetConfig, ledger_info: LedgerInfo) -> FastAPI:
         residents=ledger_info.residents_by_town,
     )
     state = AppState(
-        config=config, ledger_info=ledger_info, ledger=ledger, sessions=sessions,
-        batch=batch, bundle=build_bundle(), metrics=metrics, version=__version__,
+        config=config,
+        ledger_info=ledger_info,
+        ledger=ledger,
+        sessions=sessions,
+        batch=batch,
+        bundle=build_bundle(),
+        metrics=metrics,
+        version=__version__,
     )
 
     @asynccontextmanager

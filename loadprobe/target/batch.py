@@ -38,6 +38,7 @@ JOB_STATUSES: tuple[JobStatus, ...] = ("queued", "running", "done", "failed")
 DEFAULT_ROW_COST_US = 100  # the largest town (16,905 rows) then takes about 2 s
 CHUNK_ROWS = 250  # rows per progress commit: a few commits per second per job
 
+
 class QueueFull(Exception):
     """Too many jobs already wait for a worker."""
 
@@ -105,8 +106,17 @@ def _recalc(
             totals["income_levy"] += tax.income_levy
             totals["per_capita"] += tax.per_capita_levy
             totals["payers"] += tax.total > 0
-            assessments.append((fiscal_year, row["resident_id"], job_id, tax.income,
-                                tax.taxable, tax.municipal, tax.prefectural))
+            assessments.append(
+                (
+                    fiscal_year,
+                    row["resident_id"],
+                    job_id,
+                    tax.income,
+                    tax.taxable,
+                    tax.municipal,
+                    tax.prefectural,
+                )
+            )
         conn.execute("BEGIN IMMEDIATE")
         status = conn.execute("SELECT status FROM batch_jobs WHERE job_id = ?", (job_id,))
         if status.fetchone()[0] != "running":

@@ -25,9 +25,30 @@ ASSET_CACHE_CONTROL = "public, max-age=86400"
 _FIELD_KINDS = ("text", "kana", "date", "code", "number", "yen", "address")
 _SCREENS = ("照会", "登録", "変更", "削除", "一覧", "帳票出力", "異動履歴", "統計")
 _FIELD_LABELS = (
-    "宛名番号", "氏名", "氏名カナ", "生年月日", "性別", "続柄", "世帯番号", "住所", "方書",
-    "郵便番号", "異動日", "届出日", "異動事由", "課税年度", "税額", "納期", "口座番号",
-    "証明書番号", "備考", "担当者", "処理日", "資格取得日", "資格喪失日", "等級",
+    "宛名番号",
+    "氏名",
+    "氏名カナ",
+    "生年月日",
+    "性別",
+    "続柄",
+    "世帯番号",
+    "住所",
+    "方書",
+    "郵便番号",
+    "異動日",
+    "届出日",
+    "異動事由",
+    "課税年度",
+    "税額",
+    "納期",
+    "口座番号",
+    "証明書番号",
+    "備考",
+    "担当者",
+    "処理日",
+    "資格取得日",
+    "資格喪失日",
+    "等級",
 )
 
 
@@ -65,45 +86,66 @@ def _forms(rng: random.Random) -> bytes:
                 }
                 for field_no, label in enumerate(rng.sample(_FIELD_LABELS, 10), start=1)
             ]
-            forms.append({
-                "form_id": f"{code}-{screen_no:02d}",
-                "system": code,
-                "title": f"{name_ja}{screen}",
-                "fields": fields,
-                "print_layout": f"{code}-{screen_no:02d}.frm" if screen == "帳票出力" else None,
-            })
+            forms.append(
+                {
+                    "form_id": f"{code}-{screen_no:02d}",
+                    "system": code,
+                    "title": f"{name_ja}{screen}",
+                    "fields": fields,
+                    "print_layout": f"{code}-{screen_no:02d}.frm" if screen == "帳票出力" else None,
+                }
+            )
     return _json({"schema": 1, "forms": forms})
 
 
 def _code_tables() -> bytes:
-    return _json({
-        "schema": 1,
-        "business_systems": [
-            {"code": code, "name_ja": ja, "name_en": en} for code, ja, en in BUSINESS_SYSTEMS
-        ],
-        "towns": [
-            {
-                "id": town.id, "name": town.name, "kana": town.kana,
-                "prefecture": town.prefecture, "district": town.district,
-                "areas": [{"name": a.name, "kana": a.kana, "postal_code": a.postal_code}
-                          for a in town.areas],
-            }
-            for town in TOWNS
-        ],
-        "relationship": {"01": "世帯主", "02": "妻", "03": "夫", "04": "子", "05": "母",
-                         "06": "父", "07": "孫", "99": "その他"},
-        "sex": {"1": "男", "2": "女"},
-        "eras": [{"name": "明治", "start": "1868-01-25"}, {"name": "大正", "start": "1912-07-30"},
-                 {"name": "昭和", "start": "1926-12-25"}, {"name": "平成", "start": "1989-01-08"},
-                 {"name": "令和", "start": "2019-05-01"}],
-        "certificate_kinds": {"juminhyo": "住民票の写し"},
-        "batch_kinds": {"tax-recalc": "個人住民税 税額再計算"},
-    })
+    return _json(
+        {
+            "schema": 1,
+            "business_systems": [
+                {"code": code, "name_ja": ja, "name_en": en} for code, ja, en in BUSINESS_SYSTEMS
+            ],
+            "towns": [
+                {
+                    "id": town.id,
+                    "name": town.name,
+                    "kana": town.kana,
+                    "prefecture": town.prefecture,
+                    "district": town.district,
+                    "areas": [
+                        {"name": a.name, "kana": a.kana, "postal_code": a.postal_code}
+                        for a in town.areas
+                    ],
+                }
+                for town in TOWNS
+            ],
+            "relationship": {
+                "01": "世帯主",
+                "02": "妻",
+                "03": "夫",
+                "04": "子",
+                "05": "母",
+                "06": "父",
+                "07": "孫",
+                "99": "その他",
+            },
+            "sex": {"1": "男", "2": "女"},
+            "eras": [
+                {"name": "明治", "start": "1868-01-25"},
+                {"name": "大正", "start": "1912-07-30"},
+                {"name": "昭和", "start": "1926-12-25"},
+                {"name": "平成", "start": "1989-01-08"},
+                {"name": "令和", "start": "2019-05-01"},
+            ],
+            "certificate_kinds": {"juminhyo": "住民票の写し"},
+            "batch_kinds": {"tax-recalc": "個人住民税 税額再計算"},
+        }
+    )
 
 
 def _script(rng: random.Random) -> bytes:
     """A minified-looking client script: one render and one validate function per screen."""
-    parts = ["/* loadprobe reference client bundle (synthetic) */\n\"use strict\";\n"]
+    parts = ['/* loadprobe reference client bundle (synthetic) */\n"use strict";\n']
     for code, _, _ in BUSINESS_SYSTEMS:
         for screen_no in range(1, len(_SCREENS) + 1):
             fid = f"{code}_{screen_no:02d}"
@@ -152,8 +194,12 @@ def build_bundle() -> Bundle:
     manifest = {
         "version": version,
         "assets": [
-            {"name": a.name, "size": len(a.body), "sha256": a.sha256,
-             "content_type": a.content_type}
+            {
+                "name": a.name,
+                "size": len(a.body),
+                "sha256": a.sha256,
+                "content_type": a.content_type,
+            }
             for a in assets.values()
         ],
     }

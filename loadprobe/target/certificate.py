@@ -54,7 +54,11 @@ def wareki(day: date) -> str:
 
 
 def _row(
-    c: canvas.Canvas, y: float, label: str, value: str, ruby: str | None = None,
+    c: canvas.Canvas,
+    y: float,
+    label: str,
+    value: str,
+    ruby: str | None = None,
     font: str = MINCHO,
 ) -> float:
     """One ruled row of the certificate table; returns the y of the next row."""
@@ -105,7 +109,8 @@ def render_juminhyo(
         c.drawRightString(width - 20 * mm, top - 10 * mm, certificate_number)
         c.setFont(MINCHO, 9)
         c.drawRightString(
-            width - 22 * mm - c.stringWidth(certificate_number, LATIN, 9), top - 10 * mm,
+            width - 22 * mm - c.stringWidth(certificate_number, LATIN, 9),
+            top - 10 * mm,
             "証明書番号",
         )
 
@@ -138,7 +143,8 @@ def render_juminhyo(
         c.setFillColor(colors.grey)
         c.setFont(GOTHIC, 8)
         c.drawString(
-            20 * mm, 15 * mm,
+            20 * mm,
+            15 * mm,
             "loadprobe 参照アプリケーションの出力見本です。"
             "記載の人物は合成データであり実在しません。",
         )

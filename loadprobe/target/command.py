@@ -86,26 +86,39 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (%(default)s)")
     parser.add_argument(
-        "--port", type=_port, default=DEFAULT_PORT,
+        "--port",
+        type=_port,
+        default=DEFAULT_PORT,
         help="TCP port (%(default)s; 0 picks a free one, printed at start)",
     )
     parser.add_argument(
-        "--db", type=os.path.expanduser, default=None, metavar="PATH",
+        "--db",
+        type=os.path.expanduser,
+        default=None,
+        metavar="PATH",
         help=f"ledger database, created on first start (default: {default_db_path()}, "
         "i.e. $XDG_STATE_HOME/loadprobe/target.sqlite3)",
     )
     parser.add_argument(
-        "--session-ttl", type=_positive, default=DEFAULT_SESSION_TTL, metavar="SECONDS",
+        "--session-ttl",
+        type=_positive,
+        default=DEFAULT_SESSION_TTL,
+        metavar="SECONDS",
         help="logon session lifetime (%(default).0f)",
     )
     parser.add_argument(
-        "--batch-row-cost-us", type=_non_negative, default=DEFAULT_ROW_COST_US,
+        "--batch-row-cost-us",
+        type=_non_negative,
+        default=DEFAULT_ROW_COST_US,
         metavar="MICROSECONDS",
         help="CPU time spent per resident row by the tax batch (%(default)s: the largest "
         "town, 16,905 rows, then takes about 2 s; 0 = only the tax arithmetic)",
     )
     parser.add_argument(
-        "--batch-workers", type=_workers, default=1, metavar="N",
+        "--batch-workers",
+        type=_workers,
+        default=1,
+        metavar="N",
         help="processes running batch jobs, 1..4 (%(default)s; keep below the core count so "
         "requests stay fast while a batch runs)",
     )

@@ -13,7 +13,6 @@ import contextlib
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -111,12 +110,23 @@ class LedgerInfo:
 
 def _row_values(row: ResidentRow) -> tuple[object, ...]:
     return (
-        row.resident_id, row.town, row.household_id, row.relationship,
-        row.family_name, row.given_name, row.family_kana, row.given_kana,
+        row.resident_id,
+        row.town,
+        row.household_id,
+        row.relationship,
+        row.family_name,
+        row.given_name,
+        row.family_kana,
+        row.given_kana,
         normalize_name(row.family_name + row.given_name),
         normalize_kana(row.family_kana + row.given_kana),
-        row.sex, row.birth_date.isoformat(), row.postal_code, row.address,
-        row.registered_on.isoformat(), row.income, row.income_kind,
+        row.sex,
+        row.birth_date.isoformat(),
+        row.postal_code,
+        row.address,
+        row.registered_on.isoformat(),
+        row.income,
+        row.income_kind,
     )
 
 
@@ -283,14 +293,3 @@ class Ledger:
             raise
         conn.execute("COMMIT")
         return number
-
-    def issuances(self) -> int:
-        return int(self.conn.execute("SELECT COUNT(*) FROM issuance_log").fetchone()[0])
-
-
-def iter_rows(path: Path, town: str) -> Iterator[sqlite3.Row]:
-    """All residents of a town in id order (used by tests and tools)."""
-    with contextlib.closing(connect(path)) as conn:
-        yield from conn.execute(
-            "SELECT * FROM residents WHERE town = ? ORDER BY resident_id", (town,)
-        )

@@ -28,27 +28,33 @@ class TargetMetrics:
         self.requests = Counter(
             "loadprobe_target_http_requests",
             "HTTP requests answered, by route template and status code.",
-            ["method", "route", "status"], registry=self.registry,
+            ["method", "route", "status"],
+            registry=self.registry,
         )
         self.latency = Histogram(
             "loadprobe_target_http_request_duration_seconds",
             "Time from request start to the last byte of the response, by route template.",
-            ["method", "route"], buckets=LATENCY_BUCKETS, registry=self.registry,
+            ["method", "route"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
         )
         self.logons = Counter(
             "loadprobe_target_logons",
             "Logon attempts by town and result (ok, rejected).",
-            ["town", "result"], registry=self.registry,
+            ["town", "result"],
+            registry=self.registry,
         )
         self.certificates = Counter(
             "loadprobe_target_certificates_issued",
             "Certificates issued by town and kind.",
-            ["town", "kind"], registry=self.registry,
+            ["town", "kind"],
+            registry=self.registry,
         )
         self.batch_submitted = Counter(
             "loadprobe_target_batch_jobs_submitted",
             "Batch jobs accepted, by town and kind.",
-            ["town", "kind"], registry=self.registry,
+            ["town", "kind"],
+            registry=self.registry,
         )
 
     def add_state(
@@ -80,14 +86,16 @@ class _StateCollector(Collector):
         info.add_metric([], {"version": self._version})
         yield info
         active = GaugeMetricFamily(
-            "loadprobe_target_active_sessions", "Unexpired logon sessions by town.",
+            "loadprobe_target_active_sessions",
+            "Unexpired logon sessions by town.",
             labels=["town"],
         )
         for town, count in self._sessions().items():
             active.add_metric([town], count)
         yield active
         jobs = GaugeMetricFamily(
-            "loadprobe_target_batch_jobs", "Batch jobs by state (since the ledger was created).",
+            "loadprobe_target_batch_jobs",
+            "Batch jobs by state (since the ledger was created).",
             labels=["state"],
         )
         for state, count in self._batch_jobs().items():

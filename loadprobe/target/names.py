@@ -9,6 +9,8 @@ between a resident born in 1930 and one born in 2005.
 
 from __future__ import annotations
 
+# Data tables: several names a line read better than one a line.
+# fmt: off
 # (kanji, kana, relative weight)
 FAMILY_NAMES: tuple[tuple[str, str, int], ...] = (
     ("黒木", "クロキ", 30), ("甲斐", "カイ", 28), ("河野", "カワノ", 26),
@@ -94,6 +96,8 @@ FEMALE_NAMES: dict[int, tuple[tuple[str, str], ...]] = {
         ("心春", "コハル"), ("ひまり", "ヒマリ"), ("彩花", "アヤカ"), ("楓", "カエデ"),
     ),
 }
+
+# fmt: on
 
 
 def cohort(birth_year: int) -> int:

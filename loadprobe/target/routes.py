@@ -106,7 +106,8 @@ async def logon(body: models.LogonRequest, state: StateDep) -> models.LogonRespo
     if not check_credentials(body.town, body.user, body.password, state.config.password):
         state.metrics.logons.labels(body.town, "rejected").inc()
         raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED, "wrong user, town or password",
+            status.HTTP_401_UNAUTHORIZED,
+            "wrong user, town or password",
             headers={"WWW-Authenticate": "Bearer"},
         )
     state.metrics.logons.labels(body.town, "ok").inc()
@@ -154,7 +155,9 @@ def search_residents(
 
 
 @api.get(
-    "/residents/{resident_id}", response_model=models.Resident, responses=_NOT_FOUND,
+    "/residents/{resident_id}",
+    response_model=models.Resident,
+    responses=_NOT_FOUND,
     tags=["ledger"],
 )
 def get_resident(resident_id: str, session: SessionDep, state: StateDep) -> models.Resident:
@@ -192,12 +195,18 @@ def issue_certificate(
         )
     now = datetime.now().astimezone()
     number = state.ledger.log_issuance(
-        town=session.town, resident_id=body.resident_id, kind=body.kind,
-        user=session.user, issued_at=now,
+        town=session.town,
+        resident_id=body.resident_id,
+        kind=body.kind,
+        user=session.user,
+        issued_at=now,
     )
     pdf = render_juminhyo(
-        dict(row), [dict(member) for member in state.ledger.household(row["household_id"])],
-        town=TOWNS_BY_ID[session.town], certificate_number=number, issued_on=now.date(),
+        dict(row),
+        [dict(member) for member in state.ledger.household(row["household_id"])],
+        town=TOWNS_BY_ID[session.town],
+        certificate_number=number,
+        issued_on=now.date(),
     )
     state.metrics.certificates.labels(session.town, body.kind).inc()
     return Response(
@@ -238,7 +247,10 @@ def submit_batch_job(
         )
     try:
         job = state.batch.submit(
-            kind=body.kind, town=body.town, fiscal_year=body.fiscal_year, user=session.user,
+            kind=body.kind,
+            town=body.town,
+            fiscal_year=body.fiscal_year,
+            user=session.user,
             rows_total=state.ledger_info.residents_by_town.get(body.town, 0),
         )
     except QueueFull as exc:
@@ -251,7 +263,9 @@ def submit_batch_job(
 
 
 @api.get(
-    "/batch/jobs/{job_id}", response_model=models.BatchJobStatus, responses=_NOT_FOUND,
+    "/batch/jobs/{job_id}",
+    response_model=models.BatchJobStatus,
+    responses=_NOT_FOUND,
     tags=["batch"],
 )
 def batch_job_status(job_id: str, session: SessionDep, state: StateDep) -> models.BatchJobStatus:
@@ -275,6 +289,11 @@ def batch_job_result(job_id: str, session: SessionDep, state: StateDep) -> model
         detail = f"job is {job.status}" + (f": {job.error}" if job.error else "")
         raise HTTPException(status.HTTP_409_CONFLICT, detail)
     return models.BatchJobResult.model_validate(
-        {**job.result, "job_id": job.job_id, "kind": job.kind, "town": job.town,
-         "fiscal_year": job.fiscal_year}
+        {
+            **job.result,
+            "job_id": job.job_id,
+            "kind": job.kind,
+            "town": job.town,
+            "fiscal_year": job.fiscal_year,
+        }
     )

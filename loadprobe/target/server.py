@@ -67,8 +67,9 @@ def exclusive_ledger(db_path: Path) -> Iterator[None]:
 
 def serve(config: TargetConfig) -> None:
     """Serve until SIGINT/SIGTERM. Raises ServeError on a startup failure."""
-    with contextlib.closing(bind_socket(config.host, config.port)) as sock, exclusive_ledger(
-        config.db_path
+    with (
+        contextlib.closing(bind_socket(config.host, config.port)) as sock,
+        exclusive_ledger(config.db_path),
     ):
         try:
             info = open_ledger(config.db_path, config.seed)
