@@ -8,13 +8,18 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from netwatch.emulator.control import EmulatorClient
 from netwatch.emulator.netns import entered
+from netwatch.lab.build import control_socket, existing_namespaces
+from netwatch.lab.plan import Plan, make_plan
+from netwatch.topology import Topology, load
 
 ROOT = Path(__file__).resolve().parent.parent
 SO_MARK = 36
@@ -116,3 +121,38 @@ def wait_for(
         if time.monotonic() >= deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(step)
+
+
+@dataclass
+class Lab:
+    topo: Topology
+    plan: Plan
+    run_dir: str
+
+    def counters(self, link_id: str, direction: str = "a_to_b") -> dict[str, int]:
+        state = EmulatorClient(control_socket(self.run_dir, link_id)).get()
+        return dict(getattr(state, direction).counters)
+
+    def app(self) -> tuple[str, int]:
+        return str(self.plan.app_address), self.plan.app_port
+
+    def broker(self) -> tuple[str, int]:
+        return str(self.plan.broker_address), self.plan.broker_port
+
+
+def build_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    """Bring the whole lab up for a test module; take it down even on failure.
+
+    Use from a module-scoped fixture: `yield from build_lab(tmp_path_factory)`."""
+    topo = load(ROOT / "topology.yaml")
+    plan = make_plan(topo)
+    clash = sorted(existing_namespaces() & {n.netns for n in plan.nodes.values()})
+    if clash:
+        pytest.fail(f"a lab is already up ({', '.join(clash)}): run `netwatch lab down` first")
+    run_dir = str(tmp_path_factory.mktemp("lab") / "run")
+    try:
+        result = netwatch("lab", "up", "--no-rtt", "--run-dir", run_dir)
+        assert result.returncode == 0, result.stderr
+        yield Lab(topo, plan, run_dir)
+    finally:
+        netwatch("lab", "down", "--run-dir", run_dir)

@@ -11,13 +11,12 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from labtools import (
     ROOT,
+    Lab,
     connect_time,
     http_get,
     mqtt_connack,
@@ -27,45 +26,9 @@ from labtools import (
     wait_for,
 )
 
-from netwatch.emulator.control import EmulatorClient
-from netwatch.lab.build import control_socket, existing_namespaces
-from netwatch.lab.plan import Plan, make_plan
-from netwatch.topology import Topology, load
+from netwatch.lab.build import existing_namespaces
 
 pytestmark = [needs_root, pytest.mark.lab]
-
-
-@dataclass
-class Lab:
-    topo: Topology
-    plan: Plan
-    run_dir: str
-
-    def counters(self, link_id: str, direction: str = "a_to_b") -> dict[str, int]:
-        state = EmulatorClient(control_socket(self.run_dir, link_id)).get()
-        return dict(getattr(state, direction).counters)
-
-    def app(self) -> tuple[str, int]:
-        return str(self.plan.app_address), self.plan.app_port
-
-    def broker(self) -> tuple[str, int]:
-        return str(self.plan.broker_address), self.plan.broker_port
-
-
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    topo = load(ROOT / "topology.yaml")
-    plan = make_plan(topo)
-    clash = sorted(existing_namespaces() & {n.netns for n in plan.nodes.values()})
-    if clash:
-        pytest.fail(f"a lab is already up ({', '.join(clash)}): run `netwatch lab down` first")
-    run_dir = str(tmp_path_factory.mktemp("lab") / "run")
-    try:
-        result = netwatch("lab", "up", "--no-rtt", "--run-dir", run_dir)
-        assert result.returncode == 0, result.stderr
-        yield Lab(topo, plan, run_dir)
-    finally:
-        netwatch("lab", "down", "--run-dir", run_dir)
 
 
 def test_every_town_reaches_the_application_over_its_primary(lab: Lab) -> None:

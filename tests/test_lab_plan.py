@@ -56,6 +56,7 @@ def test_town_routes_default_to_primary_with_a_table_per_path(plan: Plan) -> Non
     main = [r for r in town.routes if r.table == 254]
     assert {r.dst for r in main} == {IPv4Network("10.200.0.0/24"), IPv4Network("10.210.0.0/24")}
     assert all(r.gateway == IPv4Address("10.10.3.1") and r.ifname == "lgwan0" for r in main)
+    assert all(r.proto == 91 for r in town.routes)
     backup_table = [r for r in town.routes if r.table == 112]
     assert all(r.ifname == "flets0" and r.src == IPv4Address("172.20.3.2") for r in backup_table)
     assert {(rule.fwmark, rule.table) for rule in town.rules} == {(0x11, 111), (0x12, 112)}
@@ -63,6 +64,7 @@ def test_town_routes_default_to_primary_with_a_table_per_path(plan: Plan) -> Non
 
 def test_data_center_answers_each_path_through_its_router(plan: Plan) -> None:
     dc = plan.nodes["dc"]
+    assert all(r.proto == 4 for r in dc.routes)  # static: netwatch owns only town routes
     assert Route(IPv4Network("10.10.2.0/30"), IPv4Address("10.255.0.1"), "lgwan") in dc.routes
     assert Route(IPv4Network("172.20.2.0/30"), IPv4Address("10.255.0.5"), "flets") in dc.routes
     assert Route(IPv4Network("10.210.0.0/24"), IPv4Address("10.255.0.10"), "ops") in dc.routes

@@ -209,6 +209,7 @@ def _configure_node(node: Node) -> None:
                     gateway=str(route.gateway),
                     oif=index,
                     table=route.table,
+                    proto=route.proto,
                     **extra,
                 )
             for rule in node.rules:

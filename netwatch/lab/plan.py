@@ -19,9 +19,11 @@ from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from typing import Any
 from urllib.parse import urlsplit
 
+from netwatch.agent.routes import RTPROT_NETWATCH
 from netwatch.topology import LinkProfile, Topology
 
 NS_PREFIX = "nw-"
+RTPROT_STATIC = 4
 
 
 def namespace(node: str) -> str:
@@ -60,6 +62,7 @@ class Route:
     ifname: str
     table: int = 254  # main
     src: IPv4Address | None = None
+    proto: int = RTPROT_STATIC
 
 
 @dataclass(frozen=True)
@@ -194,15 +197,31 @@ def _add_routes(
     for town in topo.towns:
         node = nodes[town.id]
         primary = town.primary
-        # Main table: the data center over the primary, as a town box boots.
+        # Main table: the data center over the primary, as a town box boots,
+        # owned by netwatch's route protocol so that an agent adopts them.
         for prefix in routed:
-            node.routes.append(Route(prefix, primary.gateway, primary.interface))
+            node.routes.append(
+                Route(
+                    prefix,
+                    primary.gateway,
+                    primary.interface,
+                    src=primary.address.ip,
+                    proto=RTPROT_NETWATCH,
+                )
+            )
         # One table per path, selected by the path's fwmark, so that a probe
         # (or a pinned load test) can cross a path that does not carry traffic.
         for priority, path in enumerate(town.paths_by_preference, start=1000):
             for prefix in routed:
                 node.routes.append(
-                    Route(prefix, path.gateway, path.interface, path.table, path.address.ip)
+                    Route(
+                        prefix,
+                        path.gateway,
+                        path.interface,
+                        path.table,
+                        path.address.ip,
+                        RTPROT_NETWATCH,
+                    )
                 )
             node.rules.append(Rule(path.mark, path.table, priority))
 
