@@ -7,6 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from netwatch import check
+from netwatch.agent import cli as agent_cli
 from netwatch.errors import UserError
 from netwatch.lab import cli as lab_cli
 
@@ -23,6 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND")
     check.add_parser(subparsers)
     lab_cli.add_parser(subparsers)
+    agent_cli.add_parser(subparsers)
     return parser
 
 

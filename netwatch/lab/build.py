@@ -46,6 +46,7 @@ class LabError(UserError):
 class UpResult:
     already_up: bool
     state: LabState
+    agents_started: int = 0
 
 
 def require_root() -> None:
@@ -84,13 +85,21 @@ def lab_is_up(state: LabState | None) -> bool:
     return all(ns in present for ns in state.namespaces) and all(p.alive() for p in state.processes)
 
 
-def up(topo: Topology, topology_path: str, run_dir: str) -> UpResult:
+def up(
+    topo: Topology,
+    topology_path: str,
+    run_dir: str,
+    *,
+    agents: bool = False,
+    policy: str | None = None,
+) -> UpResult:
     require_root()
     plan = make_plan(topo)
     state = LabState.load(run_dir)
     if lab_is_up(state):
         assert state is not None
-        return UpResult(already_up=True, state=state)
+        started = start_agents(topo, plan, state, policy) if agents else 0
+        return UpResult(already_up=True, state=state, agents_started=started)
     leftovers = sorted(ns for ns in existing_namespaces() if ns in _plan_namespaces(plan))
     if state is not None or leftovers:
         raise LabError(
@@ -110,7 +119,51 @@ def up(topo: Topology, topology_path: str, run_dir: str) -> UpResult:
         raise
     state.complete = True
     state.save()
-    return UpResult(already_up=False, state=state)
+    started = start_agents(topo, plan, state, policy) if agents else 0
+    return UpResult(already_up=False, state=state, agents_started=started)
+
+
+AGENT_METRICS_PORT = 9470
+
+
+def agent_spool(run_dir: str, town: str) -> str:
+    return str(Path(run_dir, "agents", town, "spool"))
+
+
+def start_agents(topo: Topology, plan: Plan, state: LabState, policy: str | None) -> int:
+    """One agent per town inside its namespace, pointed at the lab's broker.
+    Agents already running are left alone; returns how many were started."""
+    started = []
+    for town in topo.towns:
+        name = f"agent {town.id}"
+        record = next((p for p in state.processes if p.name == name), None)
+        if record is not None and record.alive():
+            continue
+        if record is not None:
+            state.processes.remove(record)
+        spool = agent_spool(state.run_dir, town.id)
+        Path(spool).mkdir(parents=True, exist_ok=True)
+        argv = [
+            sys.executable, "-m", "netwatch.cli", "agent",
+            "--town", town.id,
+            "--topology", state.topology,
+            "--mqtt", topo.opscenter.mqtt,
+            "--spool", spool,
+            "--metrics-listen", f"127.0.0.1:{AGENT_METRICS_PORT}",
+        ]  # fmt: skip
+        if policy is not None:
+            argv += ["--policy", policy]
+        log = str(Path(state.run_dir, "logs", f"agent-{town.id}.log"))
+        record = spawn(
+            name, argv, log=log, marker=f"--spool {spool}", netns=plan.nodes[town.id].netns
+        )
+        state.processes.append(record)
+        state.save()
+        started.append(record)
+    for record in started:
+        assert record.netns is not None
+        _wait_listening(record, record.netns, "127.0.0.1", AGENT_METRICS_PORT, READY_TIMEOUT)
+    return len(started)
 
 
 def _plan_namespaces(plan: Plan) -> list[str]:

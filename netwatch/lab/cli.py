@@ -45,6 +45,13 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
     p = verb("up", "build the lab (idempotent: a lab that is up is left as it is)")
     p.add_argument("--no-rtt", action="store_true", help="do not measure RTTs at the end")
+    p.add_argument(
+        "--agents",
+        action="store_true",
+        help="also run one netwatch agent per town inside its namespace, publishing to the "
+        "lab's broker (logs in the run directory)",
+    )
+    p.add_argument("--policy", help="with --agents: the agents' policy profile")
     p.set_defaults(run=_up)
 
     p = verb("down", "remove every namespace, link and process of the lab")
@@ -116,15 +123,21 @@ def _context(args: argparse.Namespace) -> tuple[Topology, str]:
 def _up(args: argparse.Namespace) -> int:
     topo, run_dir = _context(args)
     started = time.monotonic()
-    result = build.up(topo, args.topology, run_dir)
-    if result.already_up:
+    if args.policy and args.policy not in topo.policy.profiles:
+        raise LabError(f"unknown policy profile {args.policy!r}")
+    result = build.up(topo, args.topology, run_dir, agents=args.agents, policy=args.policy)
+    if result.already_up and result.agents_started:
+        print(f"lab is already up (run dir {run_dir}); started {result.agents_started} agents")
+    elif result.already_up:
         print(f"lab is already up (run dir {run_dir}); nothing changed")
     else:
         spent = time.monotonic() - started
         print(
             f"lab is up in {spent:.1f} s: {len(result.state.namespaces)} namespaces, "
             f"{sum(1 for p in result.state.processes if p.name.startswith('emulator'))} "
-            f"emulated links, reference application and Mosquitto running (run dir {run_dir})"
+            f"emulated links, reference application and Mosquitto running"
+            f"{f', {result.agents_started} agents' if result.agents_started else ''} "
+            f"(run dir {run_dir})"
         )
     if not args.no_rtt:
         print("round-trip time to the data center (TCP connect), per town and path:")

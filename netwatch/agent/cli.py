@@ -1,0 +1,177 @@
+"""`netwatch agent`: one per town, at the town's edge box."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import shlex
+import signal
+import sys
+from pathlib import Path
+
+from prometheus_client import start_http_server
+
+from netwatch.agent.routes import CommandBackend, DryRunBackend, NetlinkBackend, RouteBackend
+from netwatch.agent.runner import Agent, AgentSettings, EventSink
+from netwatch.errors import UserError
+from netwatch.topology import DEFAULT_PATH, Topology, TopologyError, Town, load
+
+DEFAULT_METRICS = "127.0.0.1:9470"
+DEFAULT_SPOOL = "/var/lib/netwatch/spool"
+
+
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "agent",
+        help="probe a town's paths, fail over, publish metrics and state",
+        description=(
+            "Probe every path of one town towards the data center (ICMP, TCP, HTTP, each "
+            "bound to its path by fwmark), decide UP/DEGRADED/DOWN with rise/fall, hold-down "
+            "and flap damping, move the town's data-center routes to the best path, and "
+            "publish Prometheus metrics and MQTT state/events. Stop with SIGTERM: routes "
+            "stay as they are unless --withdraw-on-exit."
+        ),
+    )
+    parser.add_argument("--town", required=True, help="town id from the topology, e.g. nishiki")
+    parser.add_argument("--topology", default=DEFAULT_PATH, help=f"default: {DEFAULT_PATH}")
+    parser.add_argument("--policy", help="policy profile (default: the topology's default)")
+    parser.add_argument(
+        "--route-backend",
+        choices=("netlink", "command", "dry-run"),
+        default="netlink",
+        help="netlink: replace the routes here (default); command: run --route-command; "
+        "dry-run: decide and report only",
+    )
+    parser.add_argument(
+        "--route-command",
+        help="for --route-backend command: a command line (no shell) that gets "
+        "TOWN FROM TO REASON appended and NETWATCH_* in its environment",
+    )
+    parser.add_argument(
+        "--metrics-listen",
+        default=DEFAULT_METRICS,
+        help=f"HOST:PORT for Prometheus, or 'off' (default: {DEFAULT_METRICS})",
+    )
+    parser.add_argument(
+        "--mqtt", help="broker URL, or 'off' (default: the topology's opscenter.mqtt)"
+    )
+    parser.add_argument(
+        "--spool",
+        help=f"directory for events waiting for the broker (default: {DEFAULT_SPOOL}/TOWN)",
+    )
+    parser.add_argument(
+        "--withdraw-on-exit", action="store_true", help="remove netwatch's routes on SIGTERM"
+    )
+    parser.add_argument("--no-link-watch", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--log-level", default="info", choices=("debug", "info", "warning", "error")
+    )
+    parser.set_defaults(run=run)
+
+
+def _listen(text: str) -> tuple[str, int] | None:
+    if text == "off":
+        return None
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise UserError(f"--metrics-listen: expected HOST:PORT or 'off', got {text!r}")
+    return host, int(port)
+
+
+def _context(args: argparse.Namespace) -> tuple[Topology, Town]:
+    try:
+        topo = load(args.topology)
+    except TopologyError as exc:
+        first = exc.problems[0]
+        more = f" (and {len(exc.problems) - 1} more)" if len(exc.problems) > 1 else ""
+        raise UserError(f"{first}{more}") from None
+    try:
+        town = topo.town(args.town)
+    except KeyError as exc:
+        raise UserError(str(exc.args[0])) from None
+    return topo, town
+
+
+def _backend(args: argparse.Namespace, topo: Topology, town: Town) -> RouteBackend:
+    if args.route_backend == "netlink":
+        return NetlinkBackend(town, topo.routed_prefixes)
+    if args.route_backend == "command":
+        return CommandBackend(shlex.split(args.route_command or ""))
+    return DryRunBackend()
+
+
+def run(args: argparse.Namespace) -> int:
+    topo, town = _context(args)
+    policy_name = args.policy or topo.policy.default
+    if policy_name not in topo.policy.profiles:
+        known = ", ".join(topo.policy.profiles)
+        raise UserError(f"unknown policy profile {policy_name!r} (profiles: {known})")
+    listen = _listen(args.metrics_listen)
+    mqtt = args.mqtt if args.mqtt is not None else topo.opscenter.mqtt
+    spool = Path(args.spool or f"{DEFAULT_SPOOL}/{town.id}")
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format=f"%(asctime)s netwatch-agent[{town.id}] %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
+    for noisy in ("httpx", "httpcore"):  # one line per probe otherwise
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    settings = AgentSettings(
+        topo=topo,
+        town=town,
+        policy=topo.policy.profiles[policy_name],
+        withdraw_on_exit=args.withdraw_on_exit,
+        watch_links=not args.no_link_watch,
+    )
+    backend = _backend(args, topo, town)
+    try:
+        asyncio.run(_main(settings, backend, listen, None if mqtt == "off" else mqtt, spool))
+    except PermissionError as exc:
+        raise UserError(
+            f"{exc.strerror or exc}: the agent needs root (raw sockets, routes)"
+        ) from None
+    return 0
+
+
+async def _main(
+    settings: AgentSettings,
+    backend: RouteBackend,
+    listen: tuple[str, int] | None,
+    mqtt: str | None,
+    spool: Path,
+) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with contextlib.AsyncExitStack() as stack:
+        sink: EventSink | None = None
+        if mqtt is not None:
+            from netwatch.mqtt.publisher import Publisher
+
+            try:
+                await asyncio.to_thread(spool.mkdir, parents=True, exist_ok=True)
+            except OSError as exc:
+                raise UserError(f"--spool {spool}: {exc.strerror or exc}") from None
+            sink = await stack.enter_async_context(
+                Publisher(town=settings.town.id, url=mqtt, spool_dir=spool)
+            )
+        agent = Agent(settings, backend, sink)
+        if listen is not None:
+            try:
+                start_http_server(listen[1], addr=listen[0], registry=agent.metrics.registry)
+            except OSError as exc:
+                raise UserError(
+                    f"--metrics-listen {listen[0]}:{listen[1]}: {exc.strerror or exc}"
+                ) from None
+        logging.getLogger("netwatch.agent").info(
+            "started: %d paths, policy interval %gs, backend %s, mqtt %s",
+            len(settings.town.paths),
+            settings.policy.interval,
+            backend.name,
+            mqtt or "off",
+        )
+        await agent.run(stop)
+        logging.getLogger("netwatch.agent").info("stopped")
