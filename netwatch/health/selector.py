@@ -1,0 +1,141 @@
+"""Which path carries the town's traffic.
+
+The rule: the highest-preference path that is UP or DEGRADED and not
+damped.  Around it:
+
+- failover (the active path is DOWN) is immediate, to the best working path;
+- failback (to a higher-preference path while the active one works) waits
+  until that path has been working without a break for `holddown_s`;
+- a damped path is used only when no undamped path works: damping must
+  never blackhole a town;
+- when no path works, the selector stays where it is (re-pointing routes at
+  another dead path helps nobody) and raises `all_down`; whichever path
+  comes back first is then taken at once;
+- at start, the first choice waits only for paths that could beat the best
+  one working (a more preferred path still UNKNOWN, which its first round
+  settles), so a restarting agent does not land on the backup and then sit
+  out a whole hold-down before returning to the primary.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from netwatch.health.path import PathState
+from netwatch.topology.units import format_duration
+
+__all__ = ["Decision", "DecisionKind", "HealthView", "PathSelector"]
+
+DecisionKind = Literal["initial", "failover", "failback", "switch"]
+
+
+class HealthView(Protocol):
+    """What the selector reads of a path (`PathHealth` provides it)."""
+
+    @property
+    def state(self) -> PathState: ...
+
+    @property
+    def up_since(self) -> float | None: ...
+
+    @property
+    def reason(self) -> str: ...
+
+    def damped(self, t: float) -> bool: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """Move the town's traffic from `old` (None at start) to `new`.
+
+    kind: "initial" (first choice), "failover" (the active path is down),
+    "failback" (back to a more preferred path after its hold-down),
+    "switch" (off a working but damped path onto an undamped one)."""
+
+    t: float
+    old: str | None
+    new: str
+    reason: str
+    kind: DecisionKind
+
+
+def _duration(seconds: float) -> str:
+    return format_duration(round(seconds, 3))
+
+
+class PathSelector:
+    def __init__(self, paths_by_preference: Sequence[str], holddown_s: float) -> None:
+        names = tuple(paths_by_preference)
+        if not names:
+            raise ValueError("at least one path is needed")
+        if len(set(names)) != len(names):
+            raise ValueError(f"path names repeat: {names}")
+        if holddown_s < 0:
+            raise ValueError(f"a hold-down cannot be negative, got {holddown_s!r}")
+        self.paths = names
+        self.holddown_s = holddown_s
+        self.active: str | None = None
+        self.all_down = False  # alarm: no path works (not raised while all are UNKNOWN)
+        self.all_down_since: float | None = None
+        self._rank = {name: i for i, name in enumerate(names)}
+
+    def held(self, t: float, view: HealthView) -> bool:
+        """Whether a path has worked without a break for the hold-down."""
+        return view.up_since is not None and t - view.up_since >= self.holddown_s
+
+    def decide(self, t: float, health: Mapping[str, HealthView]) -> Decision | None:
+        """Re-evaluate at `t`; a Decision when the active path changes."""
+        views = [(name, health[name]) for name in self.paths]
+        up = [name for name, view in views if view.state.carries_traffic]
+        if not up:
+            unknown = all(view.state is PathState.UNKNOWN for _, view in views)
+            if not unknown and not self.all_down:
+                self.all_down, self.all_down_since = True, t
+            return None
+        self.all_down, self.all_down_since = False, None
+
+        undamped = [name for name in up if not health[name].damped(t)]
+        pool = undamped or up  # never blackhole: a damped path beats no path
+        best = pool[0]
+        note = "" if undamped else " (damped, but no undamped path is up)"
+        active = self.active
+
+        if active is None:
+            waiting = any(
+                health[name].state is PathState.UNKNOWN for name in self.paths[: self._rank[best]]
+            )
+            if waiting:
+                return None  # a more preferred path has not had its first round
+            return self._move(t, best, f"{best} is the best path up{note}", "initial")
+
+        view = health[active]
+        if not view.state.carries_traffic:
+            reason = f"{active} is {view.state}: {view.reason}; {best} is up{note}"
+            return self._move(t, best, reason, "failover")
+
+        rank = self._rank[active]
+        for name in pool:
+            if self._rank[name] >= rank:
+                break
+            if self.held(t, health[name]):
+                since = health[name].up_since
+                assert since is not None  # held() checked it
+                reason = (
+                    f"{name} up for {_duration(t - since)} "
+                    f"(hold-down {_duration(self.holddown_s)}){note}"
+                )
+                return self._move(t, name, reason, "failback")
+
+        if active not in pool:  # working but damped, while an undamped path works
+            lower = [name for name in pool if self._rank[name] > rank]
+            if lower:
+                new = lower[0]
+                reason = f"{active} is damped (flapping); {new} is up"
+                return self._move(t, new, reason, "switch")
+        return None
+
+    def _move(self, t: float, new: str, reason: str, kind: DecisionKind) -> Decision:
+        old, self.active = self.active, new
+        return Decision(t, old, new, reason, kind)

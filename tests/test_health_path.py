@@ -1,0 +1,720 @@
+"""PathHealth: the per-path state machine, round by round, then as scenarios
+over simulated time with the real profiles of topology.yaml."""
+
+from __future__ import annotations
+
+import itertools
+import random
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from netwatch.health import PathHealth, PathState, Sample, Transition
+from netwatch.health.simulate import Prober, Schedule, Simulation
+from netwatch.topology import PolicyProfile, load
+
+ROOT = Path(__file__).resolve().parent.parent
+POLICY = load(ROOT / "topology.yaml").policy
+FAST = POLICY.profile("fast")
+MWAN3 = POLICY.profile("mwan3-default")
+PFSENSE = POLICY.profile("pfsense-default")
+PROFILES = ["fast", "mwan3-default", "pfsense-default"]
+KINDS = ("icmp", "tcp", "http")
+RTT = {"icmp": 0.010, "tcp": 0.011, "http": 0.014}  # an LGWAN path, per probe kind
+
+UP, DOWN, DEGRADED, UNKNOWN = PathState.UP, PathState.DOWN, PathState.DEGRADED, PathState.UNKNOWN
+
+
+def policy(base: PolicyProfile = FAST, **changes: object) -> PolicyProfile:
+    return base.model_copy(update=changes)
+
+
+def results(
+    t: float,
+    answered: Iterable[str] = KINDS,
+    rtt: float = 0.010,
+    kinds: Iterable[str] = KINDS,
+) -> dict[str, Sample]:
+    ok = set(answered)
+    return {k: Sample(t, k in ok, rtt if k in ok else None) for k in kinds}
+
+
+class Feeder:
+    """Rounds every `step` seconds (0.125: exact in binary floating point)."""
+
+    def __init__(self, health: PathHealth, step: float = 0.125, t: float = 0.0) -> None:
+        self.health, self.step, self.t = health, step, t
+
+    def round(self, answered: Iterable[str] = KINDS, rtt: float = 0.010) -> Transition | None:
+        self.t += self.step
+        return self.health.round(self.t, results(self.t, answered, rtt, self.health.kinds))
+
+    def rounds(
+        self, n: int, answered: Iterable[str] = KINDS, rtt: float = 0.010
+    ) -> list[Transition]:
+        found = [self.round(answered, rtt) for _ in range(n)]
+        return [tr for tr in found if tr is not None]
+
+
+def up_path(p: PolicyProfile = FAST, *, warm: int = 10) -> tuple[PathHealth, Feeder]:
+    health = PathHealth("primary", p)
+    feeder = Feeder(health)
+    feeder.rounds(warm)
+    assert health.state is UP
+    return health, feeder
+
+
+# --- construction ---------------------------------------------------------------
+
+
+def test_kinds_default_to_policy_probes() -> None:
+    assert PathHealth("p", FAST).kinds == ("icmp", "tcp", "http")
+    assert PathHealth("p", MWAN3).kinds == ("icmp",)
+    assert PathHealth("p", FAST, ["icmp"]).kinds == ("icmp",)
+
+
+@pytest.mark.parametrize(
+    ("kinds", "message"),
+    [
+        ((), "at least one"),
+        (("icmp", "icmp"), "repeat"),
+        (("icmp",), "reliability 2 exceeds the 1 probe kinds"),
+    ],
+)
+def test_bad_kinds(kinds: tuple[str, ...], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        PathHealth("p", policy(reliability=2), kinds)
+
+
+@pytest.mark.parametrize(
+    ("profile", "min_samples"),
+    [("fast", 10), ("pfsense-default", 10), ("mwan3-default", 5)],  # mwan3: 50 s / 10 s * 1 kind
+)
+def test_min_samples_fit_the_window(profile: str, min_samples: int) -> None:
+    assert PathHealth("p", POLICY.profile(profile)).min_samples == min_samples
+
+
+def test_unexpected_kind_is_refused() -> None:
+    with pytest.raises(ValueError, match="unexpected probe kinds"):
+        PathHealth("p", MWAN3).round(1.0, results(1.0))
+
+
+# --- UNKNOWN: the first round decides ---------------------------------------------
+
+
+def test_initial_state() -> None:
+    health = PathHealth("primary", FAST)
+    assert health.state is UNKNOWN
+    assert not health.is_up
+    assert health.since is None
+    assert health.up_since is None
+    assert health.interval() == FAST.suspect_interval
+
+
+@pytest.mark.parametrize(
+    ("answered", "rtt", "state", "reason"),
+    [
+        (KINDS, 0.010, UP, "first round: 3/3 kinds answered"),
+        (("http",), 0.010, UP, "first round: 1/3 kinds answered"),
+        ((), 0.010, DOWN, "first round: loss 100% (3/3 kinds silent)"),
+        (KINDS, 0.140, UP, "first round: 3/3 kinds answered"),
+    ],
+)
+def test_first_round_decides(
+    answered: tuple[str, ...], rtt: float, state: PathState, reason: str
+) -> None:
+    health = PathHealth("primary", FAST)
+    tr = health.round(5.0, results(5.0, answered, rtt))
+    assert tr == Transition(5.0, "primary", UNKNOWN, state, reason, 5.0)
+    assert health.since == 5.0
+    assert health.up_since == (5.0 if state is UP else None)
+    assert health.flaps == 0  # an initial DOWN is not a flap
+    assert health.damping.penalty(5.0) == 0.0
+
+
+def test_first_round_too_slow_for_fail_latency() -> None:
+    health = PathHealth("primary", policy(timeout=2.0))
+    tr = health.round(1.0, results(1.0, rtt=0.5))
+    assert tr is not None
+    assert tr.new is DOWN
+    assert tr.reason == "first round: rtt 500ms >= 300ms"
+
+
+def test_first_round_counts_late_answers_as_lost() -> None:
+    # 200 ms is past the 150 ms timeout: the prober would have given up
+    tr = PathHealth("primary", FAST).round(1.0, results(1.0, rtt=0.2))
+    assert tr is not None
+    assert tr.new is DOWN
+    assert tr.reason == "first round: loss 100% (3/3 kinds silent)"
+
+
+def test_missing_kind_counts_as_lost() -> None:
+    health = PathHealth("primary", policy(reliability=3))
+    tr = health.round(1.0, {"icmp": Sample(1.0, True, 0.01), "tcp": Sample(1.0, True, 0.01)})
+    assert tr is not None
+    assert tr.new is DOWN
+    assert "loss 33.3% (1/3 kinds silent), 3 must answer" in tr.reason
+    assert health.stats(1.0).lost == 1
+
+
+# --- UP: fall -----------------------------------------------------------------------
+
+
+def test_fall_after_consecutive_bad_rounds() -> None:
+    health, feed = up_path()
+    assert feed.round(()) is None
+    first_bad = feed.t
+    assert health.bad_rounds == 1
+    assert health.interval() == FAST.suspect_interval
+    assert feed.round(()) is None
+    tr = feed.round(())
+    assert tr == Transition(
+        feed.t, "primary", UP, DOWN, "3 failed rounds: loss 100% (3/3 kinds silent)", first_bad
+    )
+    assert tr.confirm_s == pytest.approx(2 * feed.step)
+    assert health.bad_rounds == 0
+    assert health.flaps == 1
+    assert health.up_since is None
+    assert health.since == feed.t
+    assert health.interval() == FAST.interval  # DOWN and not rising: stable
+
+
+def test_good_round_resets_fall_count() -> None:
+    health, feed = up_path()
+    feed.rounds(2, ())
+    assert feed.round() is None
+    assert health.bad_rounds == 0
+    assert health.interval() == FAST.interval
+    feed.round(())
+    suspected = feed.t
+    feed.round(())
+    tr = feed.round(())
+    assert tr is not None
+    assert tr.new is DOWN
+    assert tr.suspected_at == suspected
+
+
+@pytest.mark.parametrize(
+    ("reliability", "answered", "bad", "reason"),
+    [
+        (1, ("icmp",), False, ""),
+        (2, ("icmp",), True, "loss 66.7% (2/3 kinds silent), 2 must answer"),
+        (2, ("icmp", "tcp"), False, ""),
+        (3, ("icmp", "tcp"), True, "loss 33.3% (1/3 kinds silent), 3 must answer"),
+    ],
+)
+def test_reliability(reliability: int, answered: tuple[str, ...], bad: bool, reason: str) -> None:
+    p = policy(reliability=reliability, fall=1)
+    health = PathHealth("primary", p)
+    health.state = UP  # skip the first round, whose verdict is the same rule
+    tr = health.round(1.0, results(1.0, answered))
+    assert (tr is not None) is bad
+    if tr is not None:
+        assert tr.reason == f"1 failed round: {reason}"
+
+
+def test_window_loss_fails_rounds_once_enough_samples() -> None:
+    # one kind of three always silent: every round passes reliability 1, but the
+    # window's loss is 33 % >= 20 %, judged from the 10th sample (4th round) on.
+    health = PathHealth("primary", FAST)
+    feed = Feeder(health)
+    found = feed.rounds(6, ("icmp", "tcp"))
+    assert [tr.new for tr in found] == [UP, DOWN]
+    assert found[1].t == 6 * feed.step
+    assert found[1].suspected_at == 4 * feed.step
+    assert found[1].reason == "3 failed rounds: loss 33.3% >= 20% over 5s window"
+
+
+def test_window_rtt_p50_fails_rounds() -> None:
+    health, feed = up_path(policy(timeout=2.0), warm=4)
+    found = feed.rounds(30, rtt=0.4)
+    assert [tr.new for tr in found] == [DOWN]
+    # p50 crosses once the slow samples are more than half the window
+    assert found[0].reason == "3 failed rounds: rtt p50 400ms >= 300ms over 5s window"
+    assert health.failed_rounds == 3
+
+
+# --- DEGRADED ------------------------------------------------------------------------
+
+
+def test_degraded_by_rtt_and_back() -> None:
+    health = PathHealth("primary", FAST)
+    feed = Feeder(health)
+    found = feed.rounds(3, rtt=0.1)  # 9 samples: too few to judge the window
+    assert [tr.new for tr in found] == [UP]
+    found = feed.rounds(3, rtt=0.1)  # 4th, 5th, 6th round: window says degraded x3 (fall)
+    assert found == [
+        Transition(
+            feed.t,
+            "primary",
+            UP,
+            DEGRADED,
+            "rtt p50 100ms >= 80ms over 5s window",
+            4 * feed.step,
+        )
+    ]
+    assert health.is_up
+    assert health.up_since == feed.step
+    assert health.interval() == FAST.interval  # not a failure: no fast probing
+    # fast answers again: p50 drops once they are the majority, then `rise` rounds
+    found = feed.rounds(12, rtt=0.01)
+    assert [tr.new for tr in found] == [UP]
+    assert found[0].reason == "loss 0% < 2% and rtt p50 10ms < 80ms over 5s window"
+    assert health.up_since == feed.step  # no break: the hold-down clock keeps running
+
+
+def test_degraded_by_loss() -> None:
+    health = PathHealth("primary", FAST)
+    feed = Feeder(health)
+    # 40 clean rounds (120 samples), then 1 lost probe every round: loss climbs
+    # past 2 % after a few rounds and stays far below the 20 % failure line.
+    feed.rounds(40)
+    found = feed.rounds(6, ("icmp", "tcp"))
+    assert [tr.new for tr in found] == [DEGRADED]
+    assert found[0].reason.startswith("loss ")
+    assert ">= 2% over 5s window" in found[0].reason
+
+
+def test_degraded_needs_fall_rounds_and_clears_after_rise_rounds() -> None:
+    # a 60 s window and a 10 % degraded line make the loss ratio easy to follow
+    p = policy(window=60.0, degraded=FAST.degraded.model_copy(update={"loss": 0.10}))
+    health = PathHealth("primary", p)
+    feed = Feeder(health)
+    feed.rounds(10)  # 0/30 lost
+    plan = [("icmp",), ("icmp",), KINDS, KINDS]  # 2/33, 4/36 (11 %), 4/39 (10.3 %), 4/42
+    assert [feed.round(answered) for answered in plan] == [None] * 4
+    assert health.state is UP  # two rounds over the line are not `fall` (3) rounds
+    feed.round(("icmp",))  # 6/45 = 13.3 %
+    suspected = feed.t
+    feed.round()  # 6/48 = 12.5 %
+    tr = feed.round()  # 6/51 = 11.8 %: third round in a row
+    assert tr is not None
+    assert (tr.old, tr.new) == (UP, DEGRADED)
+    assert tr.suspected_at == suspected
+    assert tr.reason == "loss 11.8% >= 10% over 1m window"
+    # 6/54, 6/57, 6/60 (exactly 10 %: still degraded), then below from 6/63 on
+    assert feed.rounds(3) == []
+    assert feed.rounds(4) == []  # four rounds below the line: `rise` is 5
+    tr = feed.round()  # 6/75 = 8 %: fifth
+    assert tr is not None
+    assert (tr.old, tr.new) == (DEGRADED, UP)
+    assert tr.suspected_at == feed.t - 4 * feed.step
+    assert tr.reason == "loss 8% < 10% and rtt p50 10ms < 80ms over 1m window"
+
+
+def test_bad_round_leaves_up_degraded_alone() -> None:
+    # a hard cut raises window loss past the degraded line; the path still goes
+    # straight UP -> DOWN, without a DEGRADED event on the way
+    _health, feed = up_path(warm=40)
+    found = feed.rounds(3, ())
+    assert [(tr.old, tr.new) for tr in found] == [(UP, DOWN)]
+
+
+# --- DOWN: rise ------------------------------------------------------------------------
+
+
+def down_path(p: PolicyProfile = FAST) -> tuple[PathHealth, Feeder]:
+    health = PathHealth("primary", p)
+    feeder = Feeder(health)
+    feeder.rounds(20)
+    feeder.rounds(p.fall, ())
+    assert health.state is DOWN
+    return health, feeder
+
+
+def test_rise_after_consecutive_good_rounds() -> None:
+    health, feed = down_path()
+    assert feed.rounds(4) == []
+    assert health.good_rounds == 4
+    assert health.interval() == FAST.suspect_interval
+    feed.round(())  # a bad round resets the rise
+    assert health.good_rounds == 0
+    assert health.interval() == FAST.interval
+    start = feed.t + feed.step
+    found = feed.rounds(5)
+    assert found == [Transition(feed.t, "primary", DOWN, UP, "5 good rounds", start)]
+    assert health.up_since == feed.t
+    assert health.interval() == FAST.interval
+    # the window was cleared: the outage's losses do not fail the recovered path
+    assert health.stats(feed.t).count == 0
+    assert feed.rounds(20) == []
+
+
+@pytest.mark.parametrize(
+    ("rounds", "verdicts"),
+    [
+        # recover.loss 10 %, rise 5, 3 kinds: the streak's loss is what counts
+        ([3, 3, 3, 2], [1, 2, 3, 4]),  # 1/12 = 8.3 % <= 10 %: still good
+        ([3, 3, 3, 2, 2], [1, 2, 3, 4, 0]),  # 2/15 = 13.3 % > 10 %: reset
+        ([2], [0]),  # 1/3 = 33 % > 10 %: a single lossy round is bad
+        ([3, 2, 3], [1, 0, 1]),  # 1/6 = 16.7 %: reset, then a new streak starts clean
+    ],
+)
+def test_recovery_loss_over_the_rising_streak(rounds: list[int], verdicts: list[int]) -> None:
+    health, feed = down_path(policy(recover=FAST.recover.model_copy(update={"loss": 0.10})))
+    got = []
+    for answered in rounds:
+        feed.round(KINDS[:answered])
+        got.append(health.good_rounds)
+    assert got == verdicts
+
+
+def test_recovery_reason_for_loss() -> None:
+    health, feed = down_path()
+    feed.round(("icmp", "tcp"))
+    assert health.verdict == "loss 33.3% > 5% over the last 1 round"
+    feed.rounds(2)  # a new streak of two clean rounds...
+    feed.round(("icmp", "tcp"))  # ...then one silent kind: 1 of 9 samples
+    assert health.verdict == "loss 11.1% > 5% over the last 3 rounds"
+    assert health.good_rounds == 0
+
+
+def test_recovery_needs_every_rtt_under_recover_latency() -> None:
+    health, feed = down_path(policy(timeout=1.0))
+    feed.round(rtt=0.2)  # answered in time, but slower than recover.latency
+    assert health.good_rounds == 0
+    assert health.verdict == "rtt 200ms > 150ms"
+    feed.round(rtt=0.150)  # recover.latency is inclusive
+    assert health.good_rounds == 1
+
+
+def test_recovery_needs_reliability() -> None:
+    health, feed = down_path(policy(reliability=2))
+    feed.round(("icmp",))
+    assert health.good_rounds == 0
+    assert health.verdict == "loss 66.7% (2/3 kinds silent), 2 must answer"
+
+
+# --- link events ------------------------------------------------------------------------
+
+
+def test_link_down_is_immediate() -> None:
+    health, feed = up_path()
+    feed.round(())  # a bad round in progress does not matter
+    tr = health.link_down(12.5)
+    assert tr == Transition(12.5, "primary", UP, DOWN, "link down: carrier lost", 12.5)
+    assert tr.confirm_s == 0.0
+    assert health.flaps == 1
+    assert not health.carrier
+    assert health.bad_rounds == 0
+    assert health.link_down(12.6, "admin down") is None  # already DOWN
+
+
+def test_link_down_blocks_rise_until_link_up() -> None:
+    health, feed = up_path()
+    health.link_down(feed.t, "interface lgwan0 down")
+    feed.t = 20.0
+    assert feed.rounds(10) == []  # answered probes (a stale route?) cannot raise it
+    assert health.good_rounds == 0
+    assert health.verdict == "link down"
+    health.link_up(feed.t)
+    assert health.carrier
+    assert health.state is DOWN
+    assert health.link_since == feed.t
+    found = feed.rounds(5)
+    assert [tr.new for tr in found] == [UP]
+
+
+def test_link_down_from_unknown_and_then_first_round() -> None:
+    health = PathHealth("primary", FAST)
+    tr = health.link_down(1.0)
+    assert tr is not None
+    assert (tr.old, tr.new) == (UNKNOWN, DOWN)
+    assert health.flaps == 0
+
+
+def test_link_up_before_any_round_does_nothing() -> None:
+    health = PathHealth("primary", FAST)
+    health.link_up(1.0)
+    assert health.state is UNKNOWN
+
+
+def test_link_down_from_degraded() -> None:
+    health = PathHealth("primary", FAST)
+    feed = Feeder(health)
+    feed.rounds(6, rtt=0.1)
+    assert health.state is DEGRADED
+    tr = health.link_down(feed.t)
+    assert tr is not None
+    assert (tr.old, tr.new) == (DEGRADED, DOWN)
+    assert health.flaps == 1
+
+
+# --- interval, damping, snapshot -------------------------------------------------------------
+
+
+def test_interval_follows_suspicion() -> None:
+    health = PathHealth("primary", FAST)
+    feed = Feeder(health)
+    seen = [health.interval()]
+    for answered in [KINDS, (), (), (), KINDS, KINDS, KINDS, KINDS, KINDS, KINDS]:
+        feed.round(answered)
+        seen.append(health.interval())
+    fast, slow = FAST.suspect_interval, FAST.interval
+    # UNKNOWN, UP, bad 1, bad 2, DOWN, good 1..4, UP, UP
+    assert seen == [fast, slow, fast, fast, slow, fast, fast, fast, fast, slow, slow]
+
+
+def test_every_flap_penalizes() -> None:
+    health, feed = up_path()
+    for _ in range(3):
+        feed.rounds(3, ())
+        feed.rounds(5)
+    assert health.flaps == 3
+    assert health.damping.flaps == 3
+    assert health.damped(feed.t)  # 3 flaps within a second: > 2000
+    snap = health.snapshot(feed.t)
+    assert snap.damped
+    assert snap.penalty > 2000
+
+
+def test_snapshot() -> None:
+    health, feed = up_path(warm=12)
+    feed.round(("icmp",))
+    snap = health.snapshot(feed.t)
+    assert snap.name == "primary"
+    assert snap.state is UP
+    assert snap.since == snap.up_since == feed.step
+    assert snap.reason == "first round: 3/3 kinds answered"
+    assert snap.verdict == "ok"
+    assert snap.stats.count == 39
+    assert snap.stats.lost == 2
+    assert (snap.rounds, snap.bad_rounds, snap.good_rounds, snap.failed_rounds) == (13, 0, 0, 0)
+    assert (snap.transitions, snap.flaps, snap.carrier, snap.damped) == (1, 0, True, False)
+    assert snap.penalty == 0.0
+    assert snap.interval == FAST.interval
+
+
+def test_state_values_are_wire_friendly() -> None:
+    assert [s.value for s in PathState] == ["unknown", "up", "degraded", "down"]
+    assert f"{PathState.DOWN}" == "down"
+
+
+# --- scenarios over simulated time ------------------------------------------------------------
+
+
+def healthy(t: float, kind: str) -> float | None:
+    return RTT[kind]
+
+
+def cut_between(start: float, end: float = float("inf")) -> Prober:
+    def prober(t: float, kind: str) -> float | None:
+        return None if start <= t < end else RTT[kind]
+
+    return prober
+
+
+def simulate(
+    profile: str, prober: Prober, until: float, schedule: Schedule = "cadence"
+) -> Simulation:
+    sim = Simulation(schedule=schedule)
+    sim.add_path(PathHealth("primary", POLICY.profile(profile)), prober)
+    sim.run(until)
+    return sim
+
+
+def first_start_after(sim: Simulation, t: float) -> float:
+    return next(s for s in sim.log.round_starts["primary"] if s >= t)
+
+
+def implied_cut_to_down(p: PolicyProfile, schedule: Schedule) -> float:
+    """What the policy implies, from a cut at the start of a round (a probe sent
+    after the cut is lost; the prober gives up after `timeout`)."""
+    if schedule == "sequential":
+        # each round lasts a timeout, then the (suspect) interval passes
+        return p.fall * p.timeout + (p.fall - 1) * p.suspect_interval
+    # cadence: rounds keep starting every `interval` until the first bad report
+    # (one timeout after the cut), then every `suspect_interval` (but not before
+    # an already planned start); DOWN when the fall-th of them reports.
+    starts = [0.0]
+    first_report = p.timeout
+    while len(starts) < p.fall:
+        last = starts[-1]
+        if last + p.interval < first_report:
+            starts.append(last + p.interval)
+        elif last < first_report:
+            starts.append(max(first_report, last + p.suspect_interval))
+        else:
+            starts.append(last + p.suspect_interval)
+    return starts[-1] + p.timeout
+
+
+@dataclass(frozen=True)
+class CutFigure:
+    profile: str
+    schedule: Schedule
+    expected: float  # seconds from a cut at a round start to DOWN
+
+
+CUT_FIGURES = [
+    CutFigure("fast", "cadence", 0.30),  # 1st bad at +150 ms, 3rd round started then
+    CutFigure("fast", "sequential", 0.49),  # 3 x 150 ms + 2 x 20 ms
+    CutFigure("mwan3-default", "cadence", 44.0),  # 5 rounds 10 s apart, + 4 s timeout
+    CutFigure("mwan3-default", "sequential", 60.0),  # 5 x 4 s + 4 x 10 s
+    CutFigure("pfsense-default", "cadence", 2.0),  # 1 round: its 2 s timeout
+    CutFigure("pfsense-default", "sequential", 2.0),
+]
+
+
+@pytest.mark.parametrize("fig", CUT_FIGURES, ids=lambda f: f"{f.profile}-{f.schedule}")
+def test_hard_cut_takes_what_the_policy_implies(fig: CutFigure) -> None:
+    p = POLICY.profile(fig.profile)
+    assert implied_cut_to_down(p, fig.schedule) == pytest.approx(fig.expected)
+    # find a round start well after start-up, and cut exactly there
+    probe = simulate(fig.profile, healthy, 200.0, fig.schedule)
+    cut = first_start_after(probe, 100.0)
+    sim = simulate(fig.profile, cut_between(cut), cut + 200.0, fig.schedule)
+    down = sim.log.first("primary", DOWN)
+    assert down is not None
+    assert down.t - cut == pytest.approx(fig.expected)
+    assert down.reason == f"{p.fall} failed round{'s' if p.fall > 1 else ''}: " + (
+        f"loss 100% ({len(p.probes)}/{len(p.probes)} kinds silent)"
+    )
+    # at any other phase, at most one interval later
+    for offset in (0.3, 0.7):
+        late_cut = cut + offset * (p.interval + max(RTT.values()))
+        sim = simulate(fig.profile, cut_between(late_cut), late_cut + 200.0, fig.schedule)
+        down = sim.log.first("primary", DOWN)
+        assert down is not None
+        assert fig.expected <= down.t - late_cut <= fig.expected + p.interval + 0.015
+
+
+def test_first_round_decides_within_one_round() -> None:
+    for profile in PROFILES:
+        p = POLICY.profile(profile)
+        sim = simulate(profile, healthy, 30.0)
+        assert [tr.new for tr in sim.log.transitions] == [UP]
+        assert sim.log.transitions[0].t == pytest.approx(max(RTT[k] for k in p.probes))
+        sim = simulate(profile, cut_between(0.0), 30.0)
+        assert sim.log.transitions[0].new is DOWN
+        assert sim.log.transitions[0].t == pytest.approx(p.timeout)
+
+
+def test_suspect_path_is_probed_faster() -> None:
+    sim = simulate("fast", cut_between(10.0), 11.0)
+    down = sim.log.first("primary", DOWN)
+    assert down is not None
+    starts = sim.log.round_starts["primary"]
+    before = [b - a for a, b in itertools.pairwise(starts) if b < 9.9]
+    assert before
+    assert all(gap == pytest.approx(FAST.interval) for gap in before)
+    suspect = [s for s in starts if down.suspected_at <= s < down.t]
+    gaps = [b - a for a, b in itertools.pairwise(suspect)]
+    assert gaps
+    assert all(gap == pytest.approx(FAST.suspect_interval) for gap in gaps)
+    # once DOWN is confirmed and nothing rises, back to the normal interval
+    after = [s for s in starts if s > down.t + 0.2]
+    assert all(b - a == pytest.approx(FAST.interval) for a, b in itertools.pairwise(after))
+
+
+def lossy(
+    seed: int, loss: float, *, start: float = 0.0, jitter: float = 0.0, extra: float = 0.0
+) -> Prober:
+    rng = random.Random(seed)
+
+    def prober(t: float, kind: str) -> float | None:
+        if t < start:
+            return RTT[kind]
+        if rng.random() < loss:
+            return None
+        return RTT[kind] + extra + abs(rng.gauss(0.0, jitter))
+
+    return prober
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_brownout_30_percent_fast_down_within_5s(seed: int) -> None:
+    sim = simulate("fast", lossy(seed, 0.30, start=30.0), 36.0)
+    down = sim.log.first("primary", DOWN)
+    assert down is not None
+    assert down.t - 30.0 < 5.0
+    assert "failed rounds: loss" in down.reason
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_brownout_30_percent_pfsense_down_at_first_lost_probe(seed: int) -> None:
+    # fall 1: the first lost echo does it; 2 echoes a second, so some seeds
+    # (0.7**10 = 3 % of them) would see none lost within 5 s
+    sim = simulate("pfsense-default", lossy(seed, 0.30, start=30.0), 36.0)
+    down = sim.log.first("primary", DOWN)
+    assert down is not None
+    assert down.t - 30.0 < 5.0
+    assert down.reason == "1 failed round: loss 100% (1/1 kinds silent)"
+
+
+def test_brownout_30_percent_mwan3_cannot_be_down_within_5s() -> None:
+    # mwan3 counts whole rounds only: 5 lost probes 10 s apart, at least 44 s
+    assert implied_cut_to_down(MWAN3, "cadence") > 5.0
+    sim = simulate("mwan3-default", lossy(0, 0.30, start=30.0), 35.0)
+    assert sim.log.first("primary", DOWN) is None
+
+
+@pytest.mark.parametrize("profile", ["fast", "mwan3-default"])
+@pytest.mark.parametrize("seed", range(4))
+def test_light_loss_and_jitter_never_fail(profile: str, seed: int) -> None:
+    # 3 % random loss and 10 ms jitter for two minutes: no false failure
+    sim = simulate(profile, lossy(seed, 0.03, jitter=0.010), 120.0)
+    assert all(tr.new in (UP, DEGRADED) for tr in sim.log.transitions)
+    if profile == "mwan3-default":  # degraded at 100 % / 4 s: plain UP throughout
+        assert [tr.new for tr in sim.log.transitions] == [UP]
+    else:  # 3 % is above fast's 2 % degraded line: reported, but confirmed, not flickering
+        assert len(sim.log.transitions) <= 1 + 40
+
+
+def test_pfsense_profile_fails_on_a_single_lost_probe() -> None:
+    # pfsense-default has fall 1, reliability 1 and one probe kind: one lost
+    # echo is a failed round, so 3 % random loss brings it DOWN (dpinger itself
+    # only alarms on the window's averages); this is what the profile implies.
+    sim = simulate("pfsense-default", lossy(0, 0.03, jitter=0.010), 120.0)
+    downs = [tr for tr in sim.log.transitions if tr.new is DOWN]
+    assert downs
+    assert all(tr.reason == "1 failed round: loss 100% (1/1 kinds silent)" for tr in downs)
+
+
+def test_400ms_added_rtt_fast_down_within_5s() -> None:
+    # 410 ms is past fast's 150 ms timeout: every probe counts as lost
+    sim = simulate("fast", lossy(0, 0.0, start=30.0, extra=0.400), 40.0)
+    down = sim.log.first("primary", DOWN)
+    assert down is not None
+    assert down.t - 30.0 < 0.5
+    assert down.reason == "3 failed rounds: loss 100% (3/3 kinds silent)"
+
+
+def test_400ms_added_rtt_pfsense_degrades_but_stays_up() -> None:
+    # 410 ms is under pfsense's 2 s timeout and 500 ms fail latency, over its
+    # 200 ms degraded latency: DEGRADED once the slow samples are half the window
+    sim = simulate("pfsense-default", lossy(0, 0.0, start=30.0, extra=0.400), 150.0)
+    assert [tr.new for tr in sim.log.transitions] == [UP, DEGRADED]
+    assert 29.0 < sim.log.transitions[1].t - 30.0 < 32.0
+
+
+def test_600ms_added_rtt_pfsense_down_after_half_its_window() -> None:
+    sim = simulate("pfsense-default", lossy(0, 0.0, start=30.0, extra=0.600), 150.0)
+    down = sim.log.first("primary", DOWN)
+    assert down is not None
+    assert 29.0 < down.t - 30.0 < 32.0
+    assert down.reason.startswith("1 failed round: rtt p50 6")
+
+
+def test_400ms_added_rtt_mwan3_stays_up() -> None:
+    sim = simulate("mwan3-default", lossy(0, 0.0, start=30.0, extra=0.400), 200.0)
+    assert [tr.new for tr in sim.log.transitions] == [UP]
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_recovery_needs_rise_good_rounds(profile: str) -> None:
+    p = POLICY.profile(profile)
+    restore = 300.0
+    sim = simulate(profile, cut_between(100.0, restore), restore + 200.0)
+    up = sim.log.first("primary", UP, after=restore)
+    assert up is not None
+    assert up.reason == f"{p.rise} good round{'s' if p.rise > 1 else ''}"
+    # the first good round is the first started after the restore; then `rise`
+    # rounds at least `suspect_interval` apart
+    first_good = first_start_after(sim, restore)
+    assert up.suspected_at >= first_good
+    assert up.t >= first_good + (p.rise - 1) * p.suspect_interval
+    assert up.t - restore <= p.timeout + p.interval + (p.rise - 1) * p.suspect_interval + 0.1
+    assert [tr.new for tr in sim.log.of("primary")] == [UP, DOWN, UP]
