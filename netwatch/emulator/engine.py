@@ -75,6 +75,8 @@ class TunGone(Exception):
 
 
 class Engine:
+    """Both directions of one link plus its control server, in one epoll loop."""
+
     def __init__(
         self,
         *,
