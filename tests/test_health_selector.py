@@ -442,3 +442,22 @@ def test_restart_with_primary_down_starts_on_backup() -> None:
     # the decision waited for the primary's first round (its 150 ms timeout)
     assert log.decisions[0].t == pytest.approx(FAST.timeout)
     assert selector.active == "backup"
+
+
+def test_adopted_active_path_is_not_left_before_its_first_round() -> None:
+    # An agent restarting on the backup adopts the routes it finds; the
+    # primary answering first must not pull traffic back without hold-down,
+    # and an unprobed active path is unknown, not down.
+    selector = PathSelector(["primary", "backup"], 30.0)
+    selector.active = "backup"
+    assert selector.decide(1.0, {"primary": up(1.0), "backup": View()}) is None
+    assert selector.decide(1.1, {"primary": up(1.0), "backup": up(1.1)}) is None
+    decision = selector.decide(31.0, {"primary": up(1.0), "backup": up(1.1)})
+    assert decision is not None
+    assert (decision.old, decision.new, decision.kind) == ("backup", "primary", "failback")
+    # ...but an adopted path that turns out dead is left at once
+    selector = PathSelector(["primary", "backup"], 30.0)
+    selector.active = "backup"
+    decision = selector.decide(1.0, {"primary": up(1.0), "backup": down()})
+    assert decision is not None
+    assert (decision.new, decision.kind) == ("primary", "failover")

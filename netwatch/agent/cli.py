@@ -155,9 +155,8 @@ async def _main(
                 await asyncio.to_thread(spool.mkdir, parents=True, exist_ok=True)
             except OSError as exc:
                 raise UserError(f"--spool {spool}: {exc.strerror or exc}") from None
-            sink = await stack.enter_async_context(
-                Publisher(town=settings.town.id, url=mqtt, spool_dir=spool)
-            )
+            publisher = Publisher(town=settings.town.id, url=mqtt, spool_dir=spool)
+            sink = await stack.enter_async_context(publisher)
         agent = Agent(settings, backend, sink)
         if listen is not None:
             try:

@@ -42,11 +42,11 @@ ROUTE_RETRY_S = 1.0
 class EventSink(Protocol):
     """What the agent needs of the MQTT publisher (never blocks)."""
 
-    def publish_state(self, message: messages.StateMessage) -> None: ...
+    def publish_state(self, message: messages.StateMessage) -> object: ...
 
-    def publish_event(self, message: messages.EventMessage) -> None: ...
+    def publish_event(self, message: messages.EventMessage) -> object: ...
 
-    def publish_metrics(self, message: messages.MetricsMessage) -> None: ...
+    def publish_metrics(self, message: messages.MetricsMessage) -> object: ...
 
     @property
     def connected(self) -> bool: ...
@@ -112,6 +112,12 @@ class Agent:
         self.metrics = AgentMetrics(self.town.id, lambda: self.snapshot)
         self.snapshot: AgentSnapshot | None = None
         self._wake = {p.name: asyncio.Event() for p in paths}
+        self._started = {p.name: 0 for p in paths}
+        self._reported = {p.name: 0 for p in paths}
+        self._finished: dict[str, dict[int, tuple[float, list[ProbeResult]]]] = {
+            p.name: {} for p in paths
+        }
+        self._delivering = {p.name: False for p in paths}
         self._route_lock = asyncio.Lock()
         self._route_pending = False
         self._last_down: dict[str, Transition] = {}
@@ -181,12 +187,30 @@ class Agent:
                 due = min(due, started + self.health[path].interval())
 
     async def _round(self, path: str) -> None:
+        seq = self._started[path] = self._started[path] + 1
         binding = self.bindings[path]
-        timeout = self.policy.timeout
         results: list[ProbeResult] = await asyncio.gather(
-            *(self._probe(p, binding, timeout) for p in self.probers)
+            *(self._probe(p, binding, self.policy.timeout) for p in self.probers)
         )
-        t = self.clock.now()
+        self._finished[path][seq] = (self.clock.now(), results)
+        await self._deliver(path)
+
+    async def _deliver(self, path: str) -> None:
+        """Feed finished rounds to the core in the order they started: a lost
+        probe that times out late must not count after a newer good round."""
+        if self._delivering[path]:
+            return  # the running delivery picks this round up
+        self._delivering[path] = True
+        try:
+            finished = self._finished[path]
+            while (seq := self._reported[path] + 1) in finished:
+                t, results = finished.pop(seq)
+                self._reported[path] = seq
+                await self._report(path, t, results)
+        finally:
+            self._delivering[path] = False
+
+    async def _report(self, path: str, t: float, results: list[ProbeResult]) -> None:
         self.rounds += 1
         for result in results:
             self.metrics.probe_results.labels(self.town.id, path, result.kind, result.outcome).inc()

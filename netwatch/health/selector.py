@@ -111,6 +111,8 @@ class PathSelector:
             return self._move(t, best, f"{best} is the best path up{note}", "initial")
 
         view = health[active]
+        if view.state is PathState.UNKNOWN:
+            return None  # adopted at start, not probed yet: unknown is not down
         if not view.state.carries_traffic:
             reason = f"{active} is {view.state}: {view.reason}; {best} is up{note}"
             return self._move(t, best, reason, "failover")
