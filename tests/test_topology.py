@@ -99,14 +99,14 @@ CASES = [
     ),
     Case(
         "duration without unit",
-        "interval: 100ms",
-        "interval: 100",
+        "interval: 50ms",
+        "interval: 50",
         "policy.profiles.fast.interval",
         "expected a duration with a unit",
     ),
     Case(
         "unknown duration unit",
-        "interval: 100ms",
+        "interval: 50ms",
         "interval: 100parsecs",
         "policy.profiles.fast.interval",
         "unknown duration unit 'parsecs'",

@@ -135,6 +135,17 @@ class Agent:
             self.selector.active = current
             log.info("reconciled: routes already point at %s", current)
         self._event(messages.EventType.AGENT_START, f"agent started; routes on {current or 'none'}")
+        # One unreported round per path first: sockets, clients and lazily
+        # imported code paths are ready before the first round that counts,
+        # which decides UNKNOWN -> UP/DOWN on its own and must not be slowed
+        # by start-up work.
+        await asyncio.gather(
+            *(
+                self._probe(p, b, self.policy.timeout)
+                for p in self.probers
+                for b in self.bindings.values()
+            )
+        )
         self._refresh()
         workers = [self._probe_loop(name) for name in self.health]
         workers.append(self._state_loop())

@@ -90,7 +90,8 @@ class PathSelector:
         views = [(name, health[name]) for name in self.paths]
         up = [name for name, view in views if view.state.carries_traffic]
         if not up:
-            unknown = all(view.state is PathState.UNKNOWN for _, view in views)
+            # The alarm needs every path judged DOWN: one still unprobed may work.
+            unknown = any(view.state is PathState.UNKNOWN for _, view in views)
             if not unknown and not self.all_down:
                 self.all_down, self.all_down_since = True, t
             return None

@@ -392,5 +392,56 @@ def _netns_pids(ns: str) -> list[int]:
     return [int(p) for p in result.stdout.split() if p.isdigit() and int(p) != os.getpid()]
 
 
+SERVICES = {"target": "target", "broker": "mosquitto"}
+
+
+def _service(state: LabState | None, service: str) -> ProcRecord:
+    if state is None or not state.complete:
+        raise LabError("the lab is not up")
+    name = SERVICES.get(service) or (f"agent {service[6:]}" if service.startswith("agent-") else "")
+    record = next((p for p in state.processes if p.name == name), None)
+    if record is None:
+        known = ", ".join(
+            [
+                *SERVICES,
+                *(f"agent-{p.name[6:]}" for p in state.processes if p.name.startswith("agent ")),
+            ]
+        )
+        raise LabError(f"no lab service {service!r} (services: {known})")
+    return record
+
+
+def stop_service(run_dir: str, service: str) -> bool:
+    """Stop one of the lab's services on purpose; False if it was not running."""
+    require_root()
+    state = LabState.load(run_dir)
+    record = _service(state, service)
+    assert state is not None
+    was_running = record.alive()
+    if was_running:
+        stop(record.pid, record.marker)
+    record.stopped = True
+    state.save()
+    return was_running
+
+
+def start_service(run_dir: str, service: str) -> bool:
+    """Start a stopped (or crashed) service again, as it was; False if it ran."""
+    require_root()
+    state = LabState.load(run_dir)
+    record = _service(state, service)
+    assert state is not None
+    if record.alive():
+        return False
+    if not record.argv:
+        raise LabError(f"{service}: no command recorded (a lab from an older version); rebuild it")
+    fresh = spawn(
+        record.name, record.argv, log=record.log, marker=record.marker, netns=record.netns
+    )
+    state.processes[state.processes.index(record)] = fresh
+    state.save()
+    return True
+
+
 def lab_namespaces_present() -> list[str]:
     return sorted(ns for ns in existing_namespaces() if ns.startswith(NS_PREFIX))

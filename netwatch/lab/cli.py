@@ -67,6 +67,11 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         _town_path(p)
         p.set_defaults(run=_cut if name == "cut" else _restore)
 
+    for name, text in (("stop", "stop"), ("start", "start again")):
+        p = verb(name, f"{text} one of the lab's services: target, broker or agent-TOWN")
+        p.add_argument("service", help="target (the reference application), broker, agent-TOWN")
+        p.set_defaults(run=_stop if name == "stop" else _start)
+
     p = verb("impair", "change a town path's profile while traffic flows")
     _town_path(p)
     p.add_argument("--delay", type=_arg(parse_duration), help="one-way delay, e.g. 40ms")
@@ -170,6 +175,20 @@ def _status(args: argparse.Namespace) -> int:
             print("round-trip time to the data center (TCP connect), per town and path:")
             print(status.render_rtt(rtts))
     return 0 if report["up"] else 3
+
+
+def _stop(args: argparse.Namespace) -> int:
+    _, run_dir = _context(args)
+    ran = build.stop_service(run_dir, args.service)
+    print(f"stopped {args.service}" if ran else f"{args.service} was not running")
+    return 0
+
+
+def _start(args: argparse.Namespace) -> int:
+    _, run_dir = _context(args)
+    started = build.start_service(run_dir, args.service)
+    print(f"started {args.service}" if started else f"{args.service} is already running")
+    return 0
 
 
 def _cut(args: argparse.Namespace) -> int:

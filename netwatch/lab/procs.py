@@ -27,7 +27,7 @@ def spawn(
             close_fds=True,
         )
     _children[proc.pid] = proc
-    return ProcRecord(name=name, pid=proc.pid, marker=marker, netns=netns, log=log)
+    return ProcRecord(name=name, pid=proc.pid, marker=marker, netns=netns, log=log, argv=list(argv))
 
 
 # Our own children: until they exec, /proc/PID/cmdline is still ours, so the

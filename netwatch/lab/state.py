@@ -23,6 +23,8 @@ class ProcRecord:
     marker: str  # a string its /proc cmdline contains
     netns: str | None
     log: str
+    argv: list[str] = field(default_factory=list)  # to start it again
+    stopped: bool = False  # stopped on purpose (`lab stop`), not crashed
 
     def alive(self) -> bool:
         return cmdline_contains(self.pid, self.marker)

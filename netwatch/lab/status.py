@@ -61,13 +61,20 @@ def collect(topo: Topology, run_dir: str) -> dict[str, Any]:
                 }
         links.append(entry)
     processes = [
-        {"name": p.name, "pid": p.pid, "alive": p.alive(), "netns": p.netns, "log": p.log}
+        {
+            "name": p.name,
+            "pid": p.pid,
+            "alive": p.alive(),
+            "stopped": p.stopped,
+            "netns": p.netns,
+            "log": p.log,
+        }
         for p in (state.processes if state else [])
     ]
     up = (
         bool(state and state.complete)
         and all(n["exists"] for n in nodes)
-        and all(p["alive"] for p in processes)
+        and all(p["alive"] or p["stopped"] for p in processes)
     )
     return {"up": up, "run_dir": run_dir, "nodes": nodes, "links": links, "processes": processes}
 
@@ -114,7 +121,7 @@ def render(status: dict[str, Any]) -> str:
             )
     lines.append("processes:")
     for proc in status["processes"]:
-        alive = "alive" if proc["alive"] else "DEAD"
+        alive = "alive" if proc["alive"] else "stopped" if proc["stopped"] else "DEAD"
         where = f" in {proc['netns']}" if proc["netns"] else ""
         lines.append(f"  {proc['name']:<28} pid {proc['pid']:<8} {alive}{where}  log {proc['log']}")
     return "\n".join(lines)
