@@ -31,6 +31,7 @@ from netwatch.agent.probes.icmp import IcmpProber
 from netwatch.agent.probes.tcp import TcpProber
 from netwatch.agent.routes import RouteBackend, RouteChange, RouteError
 from netwatch.health import Decision, PathHealth, PathSelector, PathState, Sample, Transition
+from netwatch.health.rto import ProbeTimer
 from netwatch.topology import PolicyProfile, Topology, Town
 
 log = logging.getLogger("netwatch.agent")
@@ -112,6 +113,12 @@ class Agent:
         self.metrics = AgentMetrics(self.town.id, lambda: self.snapshot)
         self.snapshot: AgentSnapshot | None = None
         self._wake = {p.name: asyncio.Event() for p in paths}
+        # How long each probe waits: learned per path and kind, within the policy.
+        self._timers = {
+            (p.name, kind): ProbeTimer(self.policy.timeout / 3, self.policy.timeout)
+            for p in paths
+            for kind in kinds
+        }
         self._started = {p.name: 0 for p in paths}
         self._reported = {p.name: 0 for p in paths}
         self._finished: dict[str, dict[int, tuple[float, list[ProbeResult]]]] = {
@@ -200,9 +207,16 @@ class Agent:
     async def _round(self, path: str) -> None:
         seq = self._started[path] = self._started[path] + 1
         binding = self.bindings[path]
+        timers = [self._timers[(path, p.kind)] for p in self.probers]
         results: list[ProbeResult] = await asyncio.gather(
-            *(self._probe(p, binding, self.policy.timeout) for p in self.probers)
+            *(
+                self._probe(p, binding, timer.timeout())
+                for p, timer in zip(self.probers, timers, strict=True)
+            )
         )
+        for result, timer in zip(results, timers, strict=True):
+            if result.ok and result.rtt_s is not None:
+                timer.observe(result.rtt_s)
         self._finished[path][seq] = (self.clock.now(), results)
         await self._deliver(path)
 
