@@ -261,7 +261,7 @@ def test_degraded_by_rtt_and_back() -> None:
     # fast answers again: p50 drops once they are the majority, then `rise` rounds
     found = feed.rounds(12, rtt=0.01)
     assert [tr.new for tr in found] == [UP]
-    assert found[0].reason == "loss 0% < 2% and rtt p50 10ms < 80ms over 5s window"
+    assert found[0].reason == "loss 0% < 5% and rtt p50 10ms < 80ms over 5s window"
     assert health.up_since == feed.step  # no break: the hold-down clock keeps running
 
 
@@ -269,12 +269,12 @@ def test_degraded_by_loss() -> None:
     health = PathHealth("primary", FAST)
     feed = Feeder(health)
     # 40 clean rounds (120 samples), then 1 lost probe every round: loss climbs
-    # past 2 % after a few rounds and stays far below the 20 % failure line.
+    # past 5 % after several rounds and stays far below the 20 % failure line.
     feed.rounds(40)
-    found = feed.rounds(6, ("icmp", "tcp"))
+    found = feed.rounds(12, ("icmp", "tcp"))
     assert [tr.new for tr in found] == [DEGRADED]
     assert found[0].reason.startswith("loss ")
-    assert ">= 2% over 5s window" in found[0].reason
+    assert ">= 5% over 5s window" in found[0].reason
 
 
 def test_degraded_needs_fall_rounds_and_clears_after_rise_rounds() -> None:
@@ -597,7 +597,7 @@ def test_suspect_path_is_probed_faster() -> None:
     down = sim.log.first("primary", DOWN)
     assert down is not None
     starts = sim.log.round_starts["primary"]
-    before = [b - a for a, b in itertools.pairwise(starts) if 1.0 < a and b < 9.9]
+    before = [b - a for a, b in itertools.pairwise(starts) if a > 1.0 and b < 9.9]
     assert before
     assert all(gap == pytest.approx(FAST.interval) for gap in before)
     suspect = [s for s in starts if down.suspected_at <= s < down.t]

@@ -64,3 +64,12 @@ def test_bad_bounds(floor: float, cap: float) -> None:
 def test_negative_rtt_is_refused() -> None:
     with pytest.raises(ValueError, match="negative"):
         ProbeTimer(0.05, 0.15).observe(-0.001)
+
+
+def test_slack_is_added_for_a_busy_machine() -> None:
+    timer = ProbeTimer(0.001, 1.0, slack_s=0.02)
+    for _ in range(100):
+        timer.observe(0.035)
+    assert timer.timeout() == pytest.approx(0.035 + 0.035 + 0.02)
+    with pytest.raises(ValueError, match="slack"):
+        ProbeTimer(0.05, 0.15, slack_s=-0.01)

@@ -38,6 +38,7 @@ log = logging.getLogger("netwatch.agent")
 
 STATE_REFRESH_S = 5.0  # retained state republished at least this often
 ROUTE_RETRY_S = 1.0
+PROBE_SLACK_S = 0.02  # scheduling allowance on a busy 2-core box, added to learned deadlines
 
 
 class EventSink(Protocol):
@@ -115,7 +116,9 @@ class Agent:
         self._wake = {p.name: asyncio.Event() for p in paths}
         # How long each probe waits: learned per path and kind, within the policy.
         self._timers = {
-            (p.name, kind): ProbeTimer(self.policy.timeout / 3, self.policy.timeout)
+            (p.name, kind): ProbeTimer(
+                self.policy.timeout / 3, self.policy.timeout, slack_s=PROBE_SLACK_S
+            )
             for p in paths
             for kind in kinds
         }

@@ -4,10 +4,11 @@ RFC 6298 (TCP's retransmission timer), bounded by the policy.
 A fixed timeout must cover the slowest path and probe kind (HTTP over the
 ADSL backup takes ~70 ms), so on the LGWAN, where an echo takes ~12 ms, a
 dead path would be noticed only after the full timeout.  Waiting about
-twice the smoothed RTT instead notices it several times sooner, while the
-floor (a third of the policy's timeout) keeps jitter from counting as loss.
+twice the smoothed RTT, plus a slack for a busy machine's scheduling,
+notices it sooner, while the floor (a third of the policy's timeout)
+keeps jitter from counting as loss.
 
-    rto = ProbeTimer(floor_s=0.05, cap_s=0.15)
+    rto = ProbeTimer(floor_s=0.05, cap_s=0.15, slack_s=0.02)
     rto.observe(0.012)       # each answered probe
     rto.timeout()            # -> seconds to wait for the next one
 """
@@ -19,11 +20,14 @@ class ProbeTimer:
     ALPHA = 1 / 8  # RFC 6298's gains
     BETA = 1 / 4
 
-    def __init__(self, floor_s: float, cap_s: float) -> None:
+    def __init__(self, floor_s: float, cap_s: float, slack_s: float = 0.0) -> None:
         if not 0 < floor_s <= cap_s:
             raise ValueError(f"need 0 < floor <= cap, got {floor_s!r}, {cap_s!r}")
+        if slack_s < 0:
+            raise ValueError(f"slack cannot be negative, got {slack_s!r}")
         self.floor_s = floor_s
         self.cap_s = cap_s
+        self.slack_s = slack_s
         self.srtt: float | None = None
         self.rttvar = 0.0
 
@@ -38,8 +42,8 @@ class ProbeTimer:
 
     def timeout(self) -> float:
         """Seconds to wait: the cap until an RTT is known, then
-        srtt + max(4 * rttvar, srtt), kept within [floor, cap]."""
+        srtt + max(4 * rttvar, srtt) + slack, kept within [floor, cap]."""
         if self.srtt is None:
             return self.cap_s
-        wait = self.srtt + max(4 * self.rttvar, self.srtt)
+        wait = self.srtt + max(4 * self.rttvar, self.srtt) + self.slack_s
         return min(self.cap_s, max(self.floor_s, wait))
