@@ -253,6 +253,12 @@ class LoadTest(Model):
     credentials: Credentials
     resident_kana: Annotated[tuple[str, ...], Field(min_length=1)]
     sla: dict[Transaction, Sla]
+    # Optional knobs of the terminal's workflow; the defaults suit the
+    # reference application.
+    batch_poll: Annotated[Duration, Field(gt=0)] = 0.5  # between two status polls of a batch
+    batch_timeout: Annotated[Duration, Field(gt=0)] = 120.0  # submit → result, or the batch fails
+    request_timeout: Annotated[Duration, Field(gt=0)] = 30.0  # one HTTP request (connect + reply)
+    fiscal_year: Annotated[int, Field(ge=2012, le=2100)] = 2012  # of the tax recalculation
 
 
 # --- the lab ------------------------------------------------------------------
