@@ -14,12 +14,18 @@ from collections.abc import Callable, Sequence
 from typing import TypeAlias
 
 from loadprobe import CliError, __version__
+from loadprobe import compare as compare_command
+from loadprobe import run as run_command
 from loadprobe.target import command as target_command
 
 # A string: argparse._SubParsersAction is generic only to type checkers.
 SubParsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
-COMMANDS: tuple[Callable[[SubParsers], None], ...] = (target_command.add_parser,)
+COMMANDS: tuple[Callable[[SubParsers], None], ...] = (
+    target_command.add_parser,
+    run_command.add_parser,
+    compare_command.add_parser,
+)
 
 EXIT_USAGE = 2  # argparse's own exit code for bad arguments; used for every user mistake
 

@@ -1,0 +1,542 @@
+"""One terminal of a town office, as a Locust user (runs under gevent: import
+this only in a Locust process, never in an asyncio one).
+
+Each terminal runs the seed's workflow in order, with a think time before
+each step, and starts over when it reaches the end or when a step fails:
+
+1. ``app_start``: the start-up bundle. The manifest is revalidated every
+   time (If-None-Match → 304); an asset is fetched only when the terminal
+   has no fresh copy (its max-age), revalidated when stale, and checked
+   against the manifest's size and sha256 when downloaded.
+2. ``logon`` as ``<town>-tNN``.
+3. ``ledger_inquiry``: a kana search from the topology's resident sample,
+   then one of the residents found; both must be the resident searched for.
+4. ``certificate`` for that resident: a PDF carrying that resident's name
+   and id and the certificate number the server announced.
+5. ``batch``: submit a tax recalculation of the town, poll until it is
+   done, fetch the result; the result must count the town's population.
+   Timed as one transaction from submit to result.
+6. ``logoff`` (a request, not a judged transaction).
+
+Every transaction is one Locust request of type ``TX`` named after it (and
+its HTTP requests appear as ``<transaction>: <step>``). A failed check is a
+failed request with a reason; the transaction then fails with the same
+reason and the terminal starts its workflow again after a think time.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import itertools
+import logging
+import random
+import re
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any, cast
+
+import gevent
+from gevent import GreenletExit
+from locust import SequentialTaskSet, events, task
+from locust.contrib.fasthttp import FastHttpUser, FastResponse
+from locust.exception import InterruptTaskSet
+from locust.runners import WorkerRunner
+
+from loadprobe import scenario as scenario_mod
+from loadprobe.checks import Resident, check_batch_result, check_record, check_search
+from loadprobe.pdfcheck import check_certificate
+from loadprobe.scenario import Scenario, ScenarioError
+
+log = logging.getLogger("loadprobe.terminal")
+
+_INTERRUPT: Any = InterruptTaskSet  # its __init__ is untyped
+_MAX_AGE = re.compile(r"max-age=(\d+)")
+_terminal_numbers = itertools.count()
+
+
+class StepFailed(Exception):
+    """A request failed or its answer did not pass the content check."""
+
+
+class TransactionFailed(Exception):
+    """The exception a failed transaction is reported with (its message is the reason)."""
+
+
+# --- configuration: Locust options (or environment variables) and topology.yaml ------------
+
+
+def _add_options(parser: Any, **_: Any) -> None:
+    group = parser.add_argument_group("loadprobe", "the town office terminals (loadprobe)")
+    group.add_argument(
+        "--town",
+        env_var="LOADPROBE_TOWN",
+        default="",
+        help="town id of the terminals (topology towns[].id)",
+    )
+    group.add_argument(
+        "--topology",
+        env_var="LOADPROBE_TOPOLOGY",
+        default="topology.yaml",
+        help="topology file with the scenario (loadtest section)",
+    )
+    group.add_argument(
+        "--think-time",
+        env_var="LOADPROBE_THINK_TIME",
+        default="",
+        help="think time between transactions, MIN,MAX (e.g. 2s,5s); default from topology",
+    )
+    group.add_argument(
+        "--samples-file",
+        env_var="LOADPROBE_SAMPLES",
+        default="",
+        help="write every raw sample here (JSON lines; master or single process)",
+    )
+    group.add_argument(
+        "--terminal-stride",
+        env_var="LOADPROBE_TERMINAL_STRIDE",
+        type=int,
+        default=1,
+        help="number of worker processes, so terminal numbers do not collide",
+    )
+
+
+@lru_cache(maxsize=8)
+def _scenario(topology: str, town: str, host: str, think: str) -> Scenario:
+    from netwatch.topology import TopologyError, load
+
+    try:
+        topo = load(topology)
+    except TopologyError as exc:
+        raise ScenarioError(f"{topology}: {exc.problems[0]}") from None
+    if not town:
+        raise ScenarioError("no town: pass --town or set LOADPROBE_TOWN")
+    think_time = scenario_mod.parse_think_time(think) if think else None
+    return scenario_mod.from_topology(
+        topo, town, topology_path=topology, base_url=host or None, think_time=think_time
+    )
+
+
+def scenario_of(environment: Any) -> Scenario:
+    """The scenario this Locust process runs, from its options and topology.yaml."""
+    options = environment.parsed_options
+    return _scenario(
+        str(getattr(options, "topology", "topology.yaml")),
+        str(getattr(options, "town", "")),
+        str(environment.host or ""),
+        str(getattr(options, "think_time", "")),
+    )
+
+
+def _default_host(environment: Any, **_: Any) -> None:
+    """Plain `locust -f` without --host: use the topology's base_url."""
+    if environment.host or environment.parsed_options is None:
+        return
+    from netwatch.topology import TopologyError, load
+
+    try:
+        base_url = load(str(environment.parsed_options.topology)).loadtest.base_url
+    except TopologyError:
+        return
+    for user_class in environment.user_classes:
+        if issubclass(user_class, Terminal) and user_class.host is None:
+            user_class.host = base_url.rstrip("/")
+
+
+# --- the terminal's memory: its cache and session ------------------------------------------
+
+
+@dataclass
+class CachedAsset:
+    sha256: str
+    etag: str
+    fresh_until: float  # monotonic seconds
+
+
+@dataclass
+class TerminalState:
+    manifest: dict[str, Any] | None = None
+    manifest_etag: str | None = None
+    assets: dict[str, CachedAsset] = field(default_factory=dict)
+    token: str | None = None
+    resident: Resident | None = None
+    iterations: int = 0
+
+
+def _json(resp: FastResponse) -> Any:
+    try:
+        return resp.json()
+    except ValueError as exc:
+        raise StepFailed(f"answer is not JSON: {exc}") from None
+
+
+# --- the workflow -----------------------------------------------------------------------------
+
+
+class Workflow(SequentialTaskSet):
+    """The seed's five transactions in order, then logoff; a think time before each."""
+
+    user: Terminal
+
+    @task
+    def app_start(self) -> None:
+        self.user.run_step("app_start", self.user.app_start, self)
+
+    @task
+    def logon(self) -> None:
+        self.user.run_step("logon", self.user.logon, self)
+
+    @task
+    def ledger_inquiry(self) -> None:
+        self.user.run_step("ledger_inquiry", self.user.ledger_inquiry, self)
+
+    @task
+    def certificate(self) -> None:
+        self.user.run_step("certificate", self.user.certificate, self)
+
+    @task
+    def batch(self) -> None:
+        self.user.run_step("batch", self.user.batch, self)
+
+    @task
+    def logoff(self) -> None:
+        self.user.logoff()
+        self.user.state.iterations += 1
+
+
+class Terminal(FastHttpUser):
+    """A town office terminal running the acceptance test's workflow."""
+
+    tasks = [Workflow]  # noqa: RUF012 - Locust reads it as a class attribute
+
+    def __init__(self, environment: Any) -> None:
+        sc = scenario_of(environment)
+        # FastHttpUser reads its timeouts when it builds the client (below).
+        self.network_timeout = sc.request_timeout
+        self.connection_timeout = sc.request_timeout
+        super().__init__(environment)
+        self.scenario = sc
+        self.state = TerminalState()
+        self.terminal = self._number()
+        self.username = sc.user(self.terminal)
+        self._tx = ""
+        self._tx_bytes = 0
+
+    def wait_time(self) -> float:
+        return random.uniform(self.scenario.think_min, self.scenario.think_max)
+
+    def _number(self) -> int:
+        """1..terminals, distinct across worker processes (see --terminal-stride)."""
+        runner = self.environment.runner
+        offset = runner.worker_index if isinstance(runner, WorkerRunner) else 0
+        stride = max(1, int(getattr(self.environment.parsed_options, "terminal_stride", 1) or 1))
+        index = next(_terminal_numbers)
+        return (index * stride + max(0, offset)) % self.scenario.terminals + 1
+
+    def on_start(self) -> None:
+        # Terminals do not all press the same key in the same millisecond.
+        gevent.sleep(random.uniform(0, self.scenario.think_max))
+
+    def context(self) -> dict[str, Any]:
+        return {"transaction": self._tx, "terminal": self.terminal}
+
+    # --- transactions and requests ----------------------------------------------------------
+
+    @contextmanager
+    def transaction(self, name: str) -> Iterator[None]:
+        """Time the body as transaction `name` and report it as one TX request."""
+        previous, self._tx, self._tx_bytes = self._tx, name, 0
+        start, t0 = time.time(), time.perf_counter()
+        error: str | None = None
+        try:
+            yield
+        except StepFailed as exc:
+            error = str(exc)
+            raise
+        except GreenletExit:
+            error = "aborted"  # the run ended under this transaction: no sample
+            raise
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            raise StepFailed(error) from exc
+        finally:
+            elapsed = time.perf_counter() - t0
+            if error != "aborted":
+                self.environment.events.request.fire(
+                    request_type="TX",
+                    name=name,
+                    response_time=elapsed * 1000,
+                    response_length=self._tx_bytes,
+                    response=None,
+                    context={"transaction": name, "terminal": self.terminal},
+                    exception=None if error is None else TransactionFailed(error),
+                    start_time=start,
+                    url=None,
+                )
+            self._tx = previous
+
+    def run_step(self, name: str, body: Callable[[], None], workflow: Workflow) -> None:
+        """Run one transaction; on failure, start the workflow over (after a think time)."""
+        try:
+            with self.transaction(name):
+                body()
+        except StepFailed:
+            self.logoff()
+            # Back to the user, which thinks, then starts a fresh workflow.
+            raise _INTERRUPT(reschedule=False) from None
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        step: str | None = None,
+        *,
+        expect: tuple[int, ...] = (200,),
+        headers: dict[str, str] | None = None,
+        json: Any = None,
+        check: Callable[[FastResponse], str | None] | None = None,
+    ) -> FastResponse:
+        """One HTTP request of the current transaction; raises StepFailed with the
+        reason when it fails or its answer does not pass `check`."""
+        name = self._tx if step is None else f"{self._tx}: {step}"
+        all_headers = dict(headers or {})
+        if self.state.token:
+            all_headers["Authorization"] = f"Bearer {self.state.token}"
+        resp: FastResponse
+        with self.client.request(
+            method, path, name=name, headers=all_headers, json=json, catch_response=True
+        ) as resp:
+            reason = _problem(resp, expect)
+            if reason is None and check is not None:
+                try:
+                    reason = check(resp)
+                except StepFailed as exc:
+                    reason = str(exc)
+            if reason is not None:
+                reason = f"{step or self._tx}: {reason}"
+                cast(Any, resp).failure(reason)
+                raise StepFailed(reason)
+            cast(Any, resp).success()
+            self._tx_bytes += len(resp.content or b"")
+        return resp
+
+    # --- the five transactions ----------------------------------------------------------------
+
+    def app_start(self) -> None:
+        st = self.state
+        headers = {"If-None-Match": st.manifest_etag} if st.manifest_etag else {}
+        resp = self.call(
+            "GET", "/api/v1/app/manifest", "manifest", expect=(200, 304), headers=headers
+        )
+        if resp.status_code == 304:
+            if st.manifest is None:
+                raise StepFailed("manifest: 304 Not Modified, but nothing is cached")
+        else:
+            manifest = _json(resp)
+            if not isinstance(manifest, dict) or not isinstance(manifest.get("assets"), list):
+                raise StepFailed("manifest: no asset list")
+            st.manifest, st.manifest_etag = manifest, _header(resp, "etag")
+        assert st.manifest is not None
+        now = time.monotonic()
+        for entry in st.manifest["assets"]:
+            name, sha = str(entry.get("name")), str(entry.get("sha256"))
+            cached = st.assets.get(name)
+            if cached and cached.sha256 == sha and now < cached.fresh_until:
+                continue  # fresh in the cache: a browser does not even ask
+            conditional = cached is not None and cached.sha256 == sha and cached.etag
+            resp = self.call(
+                "GET",
+                f"/api/v1/app/assets/{name}",
+                "asset",
+                expect=(200, 304) if conditional else (200,),
+                headers={"If-None-Match": cached.etag} if conditional and cached else None,
+                check=functools.partial(_check_asset, entry=entry),
+            )
+            max_age = _max_age(resp)
+            etag = _header(resp, "etag") or (cached.etag if cached else "")
+            st.assets[name] = CachedAsset(sha, etag, time.monotonic() + max_age)
+
+    def logon(self) -> None:
+        sc = self.scenario
+        try:
+            password = scenario_mod.read_password(sc)
+        except ScenarioError as exc:
+            raise StepFailed(f"logon: {exc}") from None
+        self.state.token = None
+
+        def check(resp: FastResponse) -> str | None:
+            body = _json(resp)
+            if not isinstance(body, dict) or not body.get("token"):
+                return "no token in the answer"
+            if body.get("user") != self.username or body.get("town") != sc.town:
+                return f"session is for {body.get('user')}@{body.get('town')}"
+            return None
+
+        resp = self.call(
+            "POST",
+            "/api/v1/logon",
+            json={"town": sc.town, "user": self.username, "password": password},
+            check=check,
+        )
+        self.state.token = str(_json(resp)["token"])
+
+    def ledger_inquiry(self) -> None:
+        if not self.state.token:
+            raise StepFailed("not logged on")
+        sample = self.scenario.resident_kana
+        kana = sample[(self.terminal + self.state.iterations) % len(sample)]
+        resp = self.call(
+            "GET",
+            f"/api/v1/residents?kana={_quote(kana)}&limit=20",
+            "search",
+            check=lambda r: check_search(_json(r), kana),
+        )
+        item = random.choice(_json(resp)["items"])
+        wanted = Resident(
+            str(item["resident_id"]), str(item["family_name"]), str(item["given_name"])
+        )
+        self.call(
+            "GET",
+            f"/api/v1/residents/{wanted.resident_id}",
+            "record",
+            check=lambda r: check_record(_json(r), wanted, self.scenario.town),
+        )
+        self.state.resident = wanted
+
+    def certificate(self) -> None:
+        who = self.state.resident
+        if who is None:
+            raise StepFailed("no resident chosen by the inquiry")
+
+        def check(resp: FastResponse) -> str | None:
+            kind = _header(resp, "content-type") or ""
+            if not kind.startswith("application/pdf"):
+                return f"content type {kind!r}, not a PDF"
+            number = _header(resp, "x-certificate-number")
+            if not number:
+                return "no X-Certificate-Number"
+            return check_certificate(
+                resp.content or b"",
+                resident_id=who.resident_id,
+                family_name=who.family_name,
+                given_name=who.given_name,
+                number=number,
+            )
+
+        self.call(
+            "POST",
+            "/api/v1/certificates",
+            json={"resident_id": who.resident_id, "kind": "juminhyo"},
+            check=check,
+        )
+
+    def batch(self) -> None:
+        sc = self.scenario
+        resp = self.call(
+            "POST",
+            "/api/v1/batch/jobs",
+            "submit",
+            expect=(202,),
+            json={"kind": "tax-recalc", "town": sc.town, "fiscal_year": sc.fiscal_year},
+            check=lambda r: None if _json(r).get("job_id") else "no job_id",
+        )
+        job = str(_json(resp)["job_id"])
+        deadline = time.monotonic() + sc.batch_timeout
+        while True:
+            status = _json(self.call("GET", f"/api/v1/batch/jobs/{job}", "status"))
+            state = status.get("status") if isinstance(status, dict) else None
+            if state == "done":
+                break
+            if state == "failed":
+                raise StepFailed(f"status: job {job} failed: {status.get('error')}")
+            if state not in ("queued", "running"):
+                raise StepFailed(f"status: unknown job status {state!r}")
+            if time.monotonic() >= deadline:
+                raise StepFailed(f"status: job {job} not done after {sc.batch_timeout:g} s")
+            gevent.sleep(sc.batch_poll)
+        self.call(
+            "GET",
+            f"/api/v1/batch/jobs/{job}/result",
+            "result",
+            check=lambda r: check_batch_result(_json(r), sc.population),
+        )
+
+    def logoff(self) -> None:
+        """End the session (not a judged transaction; its failure is only logged)."""
+        if not self.state.token:
+            return
+        previous, self._tx = self._tx, "logoff"
+        try:
+            self.call("POST", "/api/v1/logoff", expect=(204, 401))
+        except StepFailed as exc:
+            log.debug("terminal %s: %s", self.terminal, exc)
+        finally:
+            self._tx = previous
+            self.state.token = None
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+
+def _header(resp: FastResponse, name: str) -> str | None:
+    headers = resp.headers
+    if headers is None:
+        return None
+    value = headers.get(name)
+    return None if value is None else str(value)
+
+
+def _problem(resp: FastResponse, expect: tuple[int, ...]) -> str | None:
+    status = resp.status_code
+    if status in expect:
+        return None
+    error = getattr(resp, "error", None)
+    if not status and error is not None:
+        return _one_line(error)
+    detail = ""
+    try:
+        body = resp.json()
+        if isinstance(body, dict) and isinstance(body.get("detail"), str):
+            detail = f": {body['detail']}"
+    except Exception:  # any body that is not a JSON problem
+        pass
+    return f"HTTP {status}{detail}"
+
+
+def _one_line(error: object) -> str:
+    text = str(error) or type(error).__name__
+    return " ".join(text.split())[:200]
+
+
+def _check_asset(resp: FastResponse, entry: dict[str, Any]) -> str | None:
+    if resp.status_code == 304:
+        return None
+    body = resp.content or b""
+    if len(body) != entry.get("size"):
+        return f"{entry.get('name')}: {len(body)} bytes, manifest says {entry.get('size')}"
+    if hashlib.sha256(body).hexdigest() != entry.get("sha256"):
+        return f"{entry.get('name')}: sha256 differs from the manifest"
+    return None
+
+
+def _max_age(resp: FastResponse) -> float:
+    match = _MAX_AGE.search(_header(resp, "cache-control") or "")
+    return float(match.group(1)) if match else 0.0
+
+
+def listen(hook: object, listener: Callable[..., None]) -> None:
+    """Add a listener to a Locust event hook (its add_listener is untyped)."""
+    cast(Any, hook).add_listener(listener)
+
+
+listen(events.init_command_line_parser, _add_options)
+listen(events.init, _default_host)
+
+
+def _quote(text: str) -> str:
+    from urllib.parse import quote
+
+    return quote(text, safe="")
