@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -70,7 +72,11 @@ def http_get(
     """GET over a socket made inside `netns` (carrying `mark`, if given)."""
     sock = tcp_socket_in(netns, mark=mark)
     sock.settimeout(timeout)
-    sock.connect((host, port))
+    try:
+        sock.connect((host, port))
+    except OSError:
+        sock.close()
+        raise
     conn = http.client.HTTPConnection(host, port, timeout=timeout)
     conn.sock = sock
     try:
@@ -156,3 +162,119 @@ def build_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
         yield Lab(topo, plan, run_dir)
     finally:
         netwatch("lab", "down", "--run-dir", run_dir)
+
+
+class MqttTap:
+    """`mosquitto_sub` inside the operations center's namespace, recording
+    every message of some topics (persistent session, QoS 1: it picks up
+    what was queued for it while the broker was down, once it is back)."""
+
+    def __init__(self, lab: Lab, topic_filter: str, client_id: str) -> None:
+        host, port = lab.broker()
+        netns = lab.plan.nodes[lab.plan.ops_node].netns
+        self.messages: list[tuple[str, dict[str, Any]]] = []
+        self._lock = threading.Lock()
+        ready_topic = f"labtest/tap/{client_id}"
+        self._proc = subprocess.Popen(
+            ["ip", "netns", "exec", netns, "mosquitto_sub",
+             "-h", host, "-p", str(port), "-q", "1", "-c", "-i", client_id, "-v",
+             "-t", topic_filter, "-t", ready_topic],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        )  # fmt: skip
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+        # Subscribed for sure once our own message comes back.
+        def ready() -> bool:
+            subprocess.run(
+                ["ip", "netns", "exec", netns, "mosquitto_pub", "-h", host, "-p", str(port),
+                 "-q", "1", "-t", ready_topic, "-m", "{}"],
+                check=False, capture_output=True, timeout=10,
+            )  # fmt: skip
+            with self._lock:
+                return any(t == ready_topic for t, _ in self.messages)
+
+        wait_for(ready, timeout=10, step=0.2, what=f"mosquitto_sub {client_id} to subscribe")
+
+    def _read(self) -> None:
+        assert self._proc.stdout is not None
+        for line in self._proc.stdout:
+            topic, _, payload = line.rstrip("\n").partition(" ")
+            try:
+                message = json.loads(payload)
+            except ValueError:
+                continue
+            with self._lock:
+                self.messages.append((topic, message))
+
+    def events(self, kind: str | None = None) -> list[dict[str, Any]]:
+        with self._lock:
+            return [
+                m for t, m in self.messages
+                if t.endswith("/events") and (kind is None or m.get("event") == kind)
+            ]  # fmt: skip
+
+    def close(self) -> None:
+        self._proc.terminate()
+        try:
+            self._proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+        self._reader.join(timeout=5)
+        if self._proc.stdout is not None:
+            self._proc.stdout.close()
+
+
+def retained(lab: Lab, topic: str) -> dict[str, Any] | None:
+    """The retained message of `topic`, read by a fresh subscriber."""
+    host, port = lab.broker()
+    result = subprocess.run(
+        ["ip", "netns", "exec", lab.plan.nodes[lab.plan.ops_node].netns, "mosquitto_sub",
+         "-h", host, "-p", str(port), "-t", topic, "-C", "1", "-W", "3", "--retained-only"],
+        capture_output=True, text=True, timeout=10, check=False,
+    )  # fmt: skip
+    try:
+        return dict(json.loads(result.stdout.splitlines()[0]))
+    except (IndexError, ValueError):
+        return None
+
+
+def route_dev(netns: str, address: str = "10.200.0.10") -> str | None:
+    """The interface a town's traffic to `address` leaves by, right now."""
+    result = subprocess.run(
+        ["ip", "-n", netns, "-j", "route", "get", address],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    try:
+        return str(json.loads(result.stdout)[0]["dev"])
+    except (ValueError, IndexError, KeyError):
+        return None
+
+
+class RouteWatch:
+    """Samples a town's route to the data center every 20 ms and records
+    every change: an observer of the routes that does not ask the agent."""
+
+    def __init__(self, netns: str) -> None:
+        self.netns = netns
+        self.changes: list[tuple[float, str | None]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        last: str | None = "?"
+        while not self._stop.is_set():
+            dev = route_dev(self.netns)
+            if dev != last:
+                self.changes.append((time.monotonic(), dev))
+                last = dev
+            self._stop.wait(0.02)
+
+    def stop(self) -> list[tuple[float, str | None]]:
+        self._stop.set()
+        self._thread.join()
+        return self.changes

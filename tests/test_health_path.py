@@ -110,7 +110,7 @@ def test_initial_state() -> None:
     assert not health.is_up
     assert health.since is None
     assert health.up_since is None
-    assert health.interval() == FAST.suspect_interval
+    assert health.interval() == FAST.interval  # the first round decides alone: no burst
 
 
 @pytest.mark.parametrize(
@@ -454,7 +454,7 @@ def test_interval_follows_suspicion() -> None:
         seen.append(health.interval())
     fast, slow = FAST.suspect_interval, FAST.interval
     # UNKNOWN, UP, bad 1, bad 2, DOWN, good 1..4, UP, UP
-    assert seen == [fast, slow, fast, fast, slow, fast, fast, fast, fast, slow, slow]
+    assert seen == [slow, slow, fast, fast, slow, fast, fast, fast, fast, slow, slow]
 
 
 def test_every_flap_penalizes() -> None:

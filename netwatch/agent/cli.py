@@ -118,6 +118,8 @@ def run(args: argparse.Namespace) -> int:
     )
     for noisy in ("httpx", "httpcore"):  # one line per probe otherwise
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # aiomqtt warns when a reconnect after a route change skips the polite DISCONNECT.
+    logging.getLogger("mqtt").setLevel(logging.ERROR)
     settings = AgentSettings(
         topo=topo,
         town=town,

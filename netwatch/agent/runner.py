@@ -50,6 +50,8 @@ class EventSink(Protocol):
 
     def publish_metrics(self, message: messages.MetricsMessage) -> object: ...
 
+    def reconnect(self) -> None: ...
+
     @property
     def connected(self) -> bool: ...
 
@@ -333,6 +335,8 @@ class Agent:
             await asyncio.sleep(ROUTE_RETRY_S)
             return
         applied = self.clock.now()
+        if self.sink is not None and decision.old is not None:
+            self.sink.reconnect()  # its session still uses the old path's address
         log.info(
             "routes: %s -> %s (%s: %s)", decision.old, decision.new, decision.kind, decision.reason
         )

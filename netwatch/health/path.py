@@ -190,9 +190,11 @@ class PathHealth:
         return self.damping.suppressed(t)
 
     def suspect(self) -> bool:
-        """Whether the state is changing: UNKNOWN, or a fall/rise under way."""
+        """Whether the state is changing: a fall or a rise under way.  An
+        UNKNOWN path is not suspect: its first round decides on its own, and
+        a burst of rounds at start-up would only crowd the probes."""
         if self.state is PathState.UNKNOWN:
-            return True
+            return False
         if self.state is PathState.DOWN:
             return 0 < self._good < self.policy.rise
         return 0 < self._bad < self.policy.fall

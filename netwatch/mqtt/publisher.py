@@ -132,6 +132,7 @@ class Publisher:
         self._task: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()
+        self._reconnect = asyncio.Event()
         self._state: bytes | None = None
         self._state_dirty = False
         self._metrics: bytes | None = None
@@ -201,6 +202,12 @@ class Publisher:
         if message.town != self.town:
             raise ValueError(f"message for town {message.town!r} given to {self.town!r}")
 
+    def reconnect(self) -> None:
+        """Drop the connection and connect again now, without backoff: call
+        it after the routes moved (events in flight stay spooled)."""
+        if self._connected:
+            self._reconnect.set()
+
     # -- lifecycle ------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
@@ -209,6 +216,7 @@ class Publisher:
         self._spool = Spool(self._spool_dir, max_messages=self._spool_max)
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()
+        self._reconnect = asyncio.Event()
         self._task = asyncio.create_task(self._run(), name=self._name)
         return self
 
@@ -255,6 +263,14 @@ class Publisher:
                     await self._serve(client)
                 log.info("mqtt %s: disconnected cleanly from %s", self.town, self.url)
                 return
+            except _ReconnectRequested:
+                # The route changed under an established session: its packets
+                # now leave with the old path's source address and would only
+                # time out.  A new connection takes the new path at once.
+                self._reconnect.clear()
+                log.info("mqtt %s: reconnecting over the new route", self.town)
+                failures = 0
+                continue
             except aiomqtt.MqttError as exc:
                 error = _describe(exc)
             except Exception as exc:  # a bug must not end publishing for good
@@ -318,14 +334,20 @@ class Publisher:
         """Send until stopped (returns) or the connection fails (raises)."""
         sender = asyncio.create_task(self._send(client), name=f"{self._name}-send")
         watcher = asyncio.create_task(_watch(client), name=f"{self._name}-watch")
+        kicked = asyncio.create_task(self._reconnect.wait(), name=f"{self._name}-kick")
         try:
-            await asyncio.wait({sender, watcher}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({sender, watcher, kicked}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for task in (sender, watcher):
+            for task in (sender, watcher, kicked):
                 task.cancel()
-            await asyncio.gather(sender, watcher, return_exceptions=True)
+            await asyncio.gather(sender, watcher, kicked, return_exceptions=True)
         if not watcher.cancelled() and (lost := watcher.exception()) is not None:
             raise lost
+        if kicked.done() and not kicked.cancelled():
+            # Close the socket first: a polite DISCONNECT would wait on the
+            # dead path (aiomqtt then forces the disconnection at once).
+            _discard(client)
+            raise _ReconnectRequested
         sender.result()
 
     async def _send(self, client: aiomqtt.Client) -> None:
@@ -373,6 +395,10 @@ class Publisher:
         await client.publish(event.topic, item.payload, qos=1)
         self._spool.ack(item.seq)
         self.published_events += 1
+
+
+class _ReconnectRequested(Exception):
+    """Raised inside the connection loop by `Publisher.reconnect()`."""
 
 
 async def _watch(client: aiomqtt.Client) -> None:

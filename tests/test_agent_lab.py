@@ -1,0 +1,529 @@
+"""The agent in the lab: real namespaces, real routes, real Mosquitto.
+
+Every outage is measured from the data plane by an independent observer
+(a TCP connection from the town to the data-center application every
+10 ms, over the town's routes), not from the agent's own report; routes
+are watched by sampling `ip route get`, also outside the agent.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import yaml
+from labtools import (
+    ROOT,
+    Lab,
+    MqttTap,
+    RouteWatch,
+    http_get,
+    needs_root,
+    netwatch,
+    retained,
+    route_dev,
+    wait_for,
+)
+from prometheus_client.parser import text_string_to_metric_families
+
+from netwatch.lab.observer import DataPlaneObserver
+
+pytestmark = [needs_root, pytest.mark.lab]
+
+HOLDDOWN = 3.0  # the tests' failback hold-down (topology.yaml's is 30 s)
+METRICS_PORT = 9471  # beside a lab agent's 9470, should one run
+
+
+@pytest.fixture(scope="module")
+def topology(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    raw = yaml.safe_load((ROOT / "topology.yaml").read_text(encoding="utf-8"))
+    raw["policy"]["profiles"]["fast"]["failback_holddown"] = f"{HOLDDOWN:g}s"
+    path = tmp_path_factory.mktemp("agent-topology") / "topology.yaml"
+    path.write_text(yaml.safe_dump(raw, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    return path
+
+
+@dataclass
+class AgentRun:
+    lab: Lab
+    town: str
+    argv: list[str]
+    log: Path
+    proc: subprocess.Popen[bytes] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.start()
+
+    @property
+    def netns(self) -> str:
+        return self.lab.plan.nodes[self.town].netns
+
+    def start(self) -> None:
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                ["ip", "netns", "exec", self.netns, *self.argv],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def metrics(self) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+        status, body = http_get(self.netns, "127.0.0.1", METRICS_PORT, "/metrics")
+        assert status == 200
+        out = {}
+        for family in text_string_to_metric_families(body.decode()):
+            for sample in family.samples:
+                out[(sample.name, frozenset(sample.labels.items()))] = sample.value
+        return out
+
+    def metric(self, name: str, **labels: str) -> float | None:
+        try:
+            samples = self.metrics()
+        except OSError:
+            return None
+        want = set(labels.items())
+        values = [v for (n, ls), v in samples.items() if n == name and want <= ls]
+        return sum(values) if values else None
+
+    def active(self) -> str | None:
+        for path in ("primary", "backup"):
+            if self.metric("netwatch_path_active", path=path) == 1.0:
+                return path
+        return None
+
+    def log_text(self) -> str:
+        return self.log.read_text(encoding="utf-8", errors="replace")
+
+    def signal(self, sig: int) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, sig)
+            self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+
+Starter = Callable[..., AgentRun]
+
+
+@pytest.fixture
+def start_agent(lab: Lab, topology: Path, tmp_path: Path) -> Iterator[Starter]:
+    runs: list[AgentRun] = []
+
+    def start(town: str, *extra: str) -> AgentRun:
+        argv = [
+            sys.executable, "-m", "netwatch.cli", "agent", "--town", town,
+            "--topology", str(topology), "--spool", str(tmp_path / f"spool-{town}"),
+            "--metrics-listen", f"127.0.0.1:{METRICS_PORT}", *extra,
+        ]  # fmt: skip
+        run = AgentRun(lab, town, argv, tmp_path / f"agent-{town}.log")
+        runs.append(run)
+        wait_for(lambda: run.active() is not None, timeout=15, what=f"agent {town} to decide")
+        return run
+
+    try:
+        yield start
+    finally:
+        for run in runs:
+            run.stop()
+        for town in {run.town for run in runs}:
+            _reset_town(lab, town)
+
+
+def _reset_town(lab: Lab, town_id: str) -> None:
+    """Links back to their profile and uncut, routes back on the primary."""
+    town = lab.topo.town(town_id)
+    for path in town.paths:
+        netwatch("lab", "impair", town_id, path.name, "--reset", "--run-dir", lab.run_dir)
+        netwatch("lab", "restore", town_id, path.name, "--run-dir", lab.run_dir)
+    netns = lab.plan.nodes[town_id].netns
+    primary = town.primary
+    for prefix in lab.topo.routed_prefixes:
+        subprocess.run(
+            ["ip", "-n", netns, "route", "replace", str(prefix), "via", str(primary.gateway),
+             "dev", primary.interface, "proto", "91", "src", str(primary.address.ip)],
+            check=True,
+        )  # fmt: skip
+
+
+def _lab(*args: str, lab: Lab) -> None:
+    result = netwatch("lab", *args, "--run-dir", lab.run_dir)
+    assert result.returncode == 0, result.stderr
+
+
+def _observer(lab: Lab, town: str) -> DataPlaneObserver:
+    host, port = lab.app()
+    return DataPlaneObserver(lab.plan.nodes[town].netns, host, port)
+
+
+def _wait_dev(netns: str, dev: str, timeout: float) -> float:
+    start = time.monotonic()
+    wait_for(
+        lambda: route_dev(netns) == dev,
+        timeout=timeout,
+        step=0.01,
+        what=f"{netns} to route via {dev}",
+    )
+    return time.monotonic() - start
+
+
+def _outage_after(obs: DataPlaneObserver, since: float) -> float:
+    """Wait until traffic flows again, then return the longest gap since `since`."""
+    settled = time.monotonic()
+    wait_for(
+        lambda: (obs.last_ok() or 0) > settled + 0.1,
+        timeout=5,
+        step=0.01,
+        what="traffic to flow again",
+    )
+    return obs.longest_gap(since=since - 0.2)
+
+
+# --- 1. a primary cut ------------------------------------------------------------
+
+
+def test_primary_cut_fails_over_within_a_second(lab: Lab, start_agent: Starter) -> None:
+    agent = start_agent("nishiki")
+    assert agent.active() == "primary"
+    tap = MqttTap(lab, "netwatch/v1/nishiki/#", "test-cut")
+    try:
+        with _observer(lab, "nishiki") as obs:
+            time.sleep(0.5)
+            cut = time.monotonic()
+            _lab("cut", "nishiki", "primary", lab=lab)
+            _wait_dev(agent.netns, "flets0", timeout=1.0)
+            outage = _outage_after(obs, cut)
+        assert outage < 1.0, outage
+        event = wait_for(
+            lambda: tap.events("failover"), timeout=5, what=f"the failover event in {tap.messages}"
+        )[0]
+        assert (event["from_path"], event["to_path"]) == ("primary", "backup")
+        assert 0 < event["duration_s"] < 1.0
+        state = retained(lab, "netwatch/v1/nishiki/state")
+        assert state is not None
+        assert state["active_path"] == "backup"
+        assert state["paths"]["primary"]["state"] == "DOWN"
+        assert agent.active() == "backup"
+        assert agent.metric("netwatch_failovers_total", to="backup", reason="failover") == 1
+        assert 0 < (agent.metric("netwatch_last_failover_duration_seconds") or 0) < 1.0
+    finally:
+        tap.close()
+
+
+# --- 2. failback only after the hold-down; a flapping primary --------------------
+
+
+def test_failback_waits_for_the_hold_down(lab: Lab, start_agent: Starter) -> None:
+    agent = start_agent("takaharu")
+    _lab("cut", "takaharu", "primary", lab=lab)
+    _wait_dev(agent.netns, "flets0", timeout=1.0)
+    restored = time.monotonic()
+    _lab("restore", "takaharu", "primary", lab=lab)
+    wait_for(
+        lambda: agent.metric("netwatch_path_up", path="primary") == 1.0,
+        timeout=5,
+        what="the primary to be UP again",
+    )
+    assert route_dev(agent.netns) == "flets0"  # UP, but not yet held for the hold-down
+    back = _wait_dev(agent.netns, "lgwan0", timeout=HOLDDOWN + 5)
+    assert time.monotonic() - restored >= HOLDDOWN
+    assert back > HOLDDOWN - 1.0
+    assert agent.metric("netwatch_failovers_total", reason="failback") == 1
+
+
+@pytest.mark.slow
+def test_a_flapping_primary_moves_the_routes_at_most_twice(lab: Lab, start_agent: Starter) -> None:
+    agent = start_agent("tsuno")
+    watch = RouteWatch(agent.netns)
+    try:
+        end = time.monotonic() + 60
+        while time.monotonic() < end:
+            _lab("cut", "tsuno", "primary", lab=lab)
+            time.sleep(2)
+            _lab("restore", "tsuno", "primary", lab=lab)
+            time.sleep(2)
+        time.sleep(HOLDDOWN + 2)
+    finally:
+        changes = watch.stop()
+    moves = len(changes) - 1  # the first entry is the starting route
+    assert moves <= 2, changes
+    assert agent.metric("netwatch_path_damped", path="primary") == 1.0
+
+
+# --- 3. brownouts ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "impairment", [("--loss", "30%"), ("--delay", "400ms")], ids=["loss-30%", "delay+400ms"]
+)
+def test_a_brownout_fails_over_within_5s(
+    lab: Lab, start_agent: Starter, impairment: tuple[str, str]
+) -> None:
+    agent = start_agent("kawaminami")
+    start = time.monotonic()
+    _lab("impair", "kawaminami", "primary", *impairment, lab=lab)
+    _wait_dev(agent.netns, "flets0", timeout=5.0)
+    assert time.monotonic() - start < 5.0
+    assert agent.metric("netwatch_path_up", path="primary") == 0.0
+
+
+# --- 4. noise ----------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_light_loss_and_jitter_for_two_minutes_cause_no_failover(
+    lab: Lab, start_agent: Starter
+) -> None:
+    agent = start_agent("takaharu")
+    _lab("impair", "takaharu", "primary", "--loss", "3%", "--jitter", "10ms", lab=lab)
+    watch = RouteWatch(agent.netns)
+    try:
+        time.sleep(120)
+    finally:
+        changes = watch.stop()
+    assert len(changes) == 1, changes
+    assert agent.metric("netwatch_failovers_total") in (None, 0.0)
+    assert agent.metric("netwatch_path_up", path="primary") == 1.0
+
+
+# --- 5. a one-way fault ------------------------------------------------------------------
+
+
+def test_a_one_way_fault_fails_over_like_a_cut(lab: Lab, start_agent: Starter) -> None:
+    agent = start_agent("nishiki")
+    with _observer(lab, "nishiki") as obs:
+        time.sleep(0.5)
+        cut = time.monotonic()
+        _lab("cut", "nishiki", "primary", "--direction", "down", lab=lab)
+        _wait_dev(agent.netns, "flets0", timeout=1.0)
+        outage = _outage_after(obs, cut)
+    assert outage < 1.0, outage
+
+
+# --- 6. the broker is down ---------------------------------------------------------------
+
+
+def test_without_broker_the_route_still_switches_and_the_event_comes_later(
+    lab: Lab, start_agent: Starter
+) -> None:
+    agent = start_agent("tsuno")
+    tap = MqttTap(lab, "netwatch/v1/tsuno/events", "test-broker-down")
+    wait_for(
+        lambda: agent.metric("netwatch_mqtt_connected") == 1.0,
+        timeout=10,
+        what="the agent to reach the broker",
+    )
+    time.sleep(0.5)  # the tap's session is registered with the broker
+    _lab("stop", "broker", lab=lab)
+    try:
+        wait_for(
+            lambda: agent.metric("netwatch_mqtt_connected") == 0.0,
+            timeout=10,
+            what="the agent to notice the broker is gone",
+        )
+        with _observer(lab, "tsuno") as obs:
+            time.sleep(0.3)
+            cut = time.monotonic()
+            cut_wall = time.time()
+            _lab("cut", "tsuno", "primary", lab=lab)
+            _wait_dev(agent.netns, "flets0", timeout=1.0)
+            outage = _outage_after(obs, cut)
+        assert outage < 1.0, outage
+        wait_for(
+            lambda: (agent.metric("netwatch_mqtt_spooled_messages") or 0) >= 1,
+            timeout=5,
+            what="the failover event in the spool",
+        )
+        time.sleep(1.0)
+    finally:
+        _lab("start", "broker", lab=lab)
+    try:
+        event = wait_for(
+            lambda: tap.events("failover"), timeout=20, what="the spooled failover event"
+        )[0]
+        sent = _epoch(event["ts"])
+        assert abs(sent - cut_wall) < 1.5  # its original time, not the delivery time
+        assert time.time() - sent > 1.0
+        wait_for(
+            lambda: agent.metric("netwatch_mqtt_spooled_messages") == 0,
+            timeout=10,
+            what="the spool to drain",
+        )
+    finally:
+        tap.close()
+
+
+def _epoch(ts: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
+
+
+# --- 7. killed on the backup, restarted ------------------------------------------------
+
+
+def test_a_killed_agent_reconciles_on_restart(lab: Lab, start_agent: Starter) -> None:
+    agent = start_agent("kawaminami")
+    _lab("cut", "kawaminami", "primary", lab=lab)
+    _wait_dev(agent.netns, "flets0", timeout=1.0)
+    agent.signal(signal.SIGKILL)
+    assert route_dev(agent.netns) == "flets0"  # routes survive the agent
+    watch = RouteWatch(agent.netns)
+    try:
+        agent.start()
+        wait_for(
+            lambda: "reconciled: routes already point at backup" in agent.log_text(),
+            timeout=15,
+            what="the restarted agent to reconcile",
+        )
+        wait_for(lambda: agent.active() == "backup", timeout=5, what="the agent to settle")
+        time.sleep(1.0)
+    finally:
+        changes = watch.stop()
+    assert [dev for _, dev in changes] == ["flets0"]  # no flap through the primary
+    for prefix in lab.topo.routed_prefixes:
+        out = subprocess.run(
+            ["ip", "-n", agent.netns, "route", "show", str(prefix)],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        assert len(out.strip().splitlines()) == 1, out  # no duplicates
+        assert "proto 91" in out
+    assert agent.metric("netwatch_failovers_total") in (None, 0.0)
+
+
+# --- 8. both paths down ----------------------------------------------------------------
+
+
+def test_both_paths_down_raises_the_alarm_without_churn(lab: Lab, start_agent: Starter) -> None:
+    agent = start_agent("nishiki")
+    tap = MqttTap(lab, "netwatch/v1/nishiki/events", "test-all-down")
+    try:
+        _lab("cut", "nishiki", "backup", lab=lab)
+        wait_for(
+            lambda: agent.metric("netwatch_path_up", path="backup") == 0.0,
+            timeout=5,
+            what="the backup to be DOWN",
+        )
+        watch = RouteWatch(agent.netns)
+        _lab("cut", "nishiki", "primary", lab=lab)
+        wait_for(
+            lambda: agent.metric("netwatch_all_paths_down") == 1.0,
+            timeout=5,
+            what="the all-down alarm",
+        )
+        time.sleep(2.0)
+        assert [dev for _, dev in watch.changes] == ["lgwan0"]  # no churn
+        with _observer(lab, "nishiki") as obs:
+            _lab("restore", "nishiki", "backup", lab=lab)
+            _wait_dev(agent.netns, "flets0", timeout=5.0)
+            wait_for(lambda: obs.last_ok() is not None, timeout=5, what="traffic on the backup")
+        changes = watch.stop()
+        assert [dev for _, dev in changes] == ["lgwan0", "flets0"]
+        assert agent.metric("netwatch_all_paths_down") == 0.0
+        # With no path, the alarm could only be spooled; it arrives once one is back.
+        wait_for(lambda: tap.events("all_down"), timeout=15, what="the all_down event")
+    finally:
+        tap.close()
+
+
+# --- 9. bad input --------------------------------------------------------------------------
+
+
+def _agent_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "netwatch.cli", "agent", *args],
+        cwd=ROOT, capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--town", "atlantis"), "unknown town 'atlantis'"),
+        (("--town", "nishiki", "--topology", "/nonexistent.yaml"), "/nonexistent.yaml: no such"),
+        (("--town", "nishiki", "--policy", "warp"), "unknown policy profile 'warp'"),
+        (("--town", "nishiki", "--metrics-listen", "nowhere"), "expected HOST:PORT"),
+    ],
+)
+def test_bad_input_is_one_line(args: tuple[str, ...], message: str) -> None:
+    result = _agent_cli(*args)
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_an_unreachable_broker_at_start_is_not_fatal(lab: Lab, start_agent: Starter) -> None:
+    agent = start_agent("takaharu", "--mqtt", "mqtt://127.0.0.1:1", "--route-backend", "dry-run")
+    time.sleep(2.0)
+    assert agent.proc.poll() is None
+    assert agent.metric("netwatch_mqtt_connected") == 0.0
+    assert (agent.metric("netwatch_mqtt_spooled_messages") or 0) >= 1  # agent_start, spooled
+    assert "cannot reach mqtt://127.0.0.1:1" in agent.log_text()
+    assert "Traceback" not in agent.log_text()
+
+
+# --- every probe kind crosses its own path -------------------------------------------
+
+PROBE_SCRIPT = """
+import asyncio, json, sys
+from netwatch.agent.probes import PathBinding
+from netwatch.agent.probes.http import HttpProber
+from netwatch.agent.probes.icmp import IcmpProber
+from netwatch.agent.probes.tcp import TcpProber
+from netwatch.topology import load
+
+async def main() -> None:
+    topo = load(sys.argv[1])
+    town, t = topo.town(sys.argv[2]), topo.datacenter.targets
+    probers = [IcmpProber(t.icmp), TcpProber(t.tcp), HttpProber(t.http, t.http_status)]
+    out = {}
+    for path in town.paths:
+        binding = PathBinding(path.name, path.mark, path.address.ip)
+        for prober in probers:
+            result = await prober.probe(binding, 0.5)
+            out[f"{path.name}/{prober.kind}"] = result.ok
+    for prober in probers:
+        await prober.aclose()
+    print(json.dumps(out))
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize("cut", ["primary", "backup"])
+def test_each_probe_kind_crosses_its_own_path(lab: Lab, cut: str) -> None:
+    # The town's routes point at the primary; whichever path is cut, each
+    # path's probes must succeed or fail by that path alone.
+    town = "takaharu"
+    netns = lab.plan.nodes[town].netns
+    _lab("cut", town, cut, lab=lab)
+    try:
+        result = subprocess.run(
+            ["ip", "netns", "exec", netns, sys.executable, "-c", PROBE_SCRIPT,
+             str(ROOT / "topology.yaml"), town],
+            capture_output=True, text=True, timeout=60, check=True,
+        )  # fmt: skip
+    finally:
+        _lab("restore", town, cut, lab=lab)
+    import json
+
+    outcome = json.loads(result.stdout)
+    for key, ok in outcome.items():
+        path = key.split("/")[0]
+        assert ok is (path != cut), (key, outcome)
