@@ -277,7 +277,12 @@ def test_a_brownout_fails_over_within_5s(
     _lab("impair", "kawaminami", "primary", *impairment, lab=lab)
     _wait_dev(agent.netns, "flets0", timeout=5.0)
     assert time.monotonic() - start < 5.0
-    assert agent.metric("netwatch_path_up", path="primary") == 0.0
+    # the snapshot behind the metrics follows the route change a moment later
+    wait_for(
+        lambda: agent.metric("netwatch_path_up", path="primary") == 0.0,
+        timeout=2,
+        what="the metrics to show the primary down",
+    )
 
 
 # --- 4. noise ----------------------------------------------------------------------

@@ -17,8 +17,10 @@ what it would do.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
+import signal
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -208,7 +210,11 @@ class CommandBackend:
         for attempt in range(1, self.attempts + 1):
             try:
                 proc = await asyncio.create_subprocess_exec(
-                    *args, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+                    *args,
+                    env=env,
+                    stdout=asyncio.subprocess.PIPE,
+                    stderr=asyncio.subprocess.STDOUT,
+                    start_new_session=True,  # a timeout kills its children too
                 )
             except OSError as exc:
                 raise RouteError(f"cannot run {self.argv[0]}: {exc.strerror or exc}") from None
@@ -216,8 +222,9 @@ class CommandBackend:
                 async with asyncio.timeout(self.timeout):
                     output, _ = await proc.communicate()
             except TimeoutError:
-                proc.kill()
-                await proc.wait()
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                await proc.communicate()
                 failure = f"timed out after {self.timeout:g} s"
             else:
                 if proc.returncode == 0:
