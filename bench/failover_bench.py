@@ -90,10 +90,18 @@ def wait_for(condition: Any, timeout: float, step: float = 0.005) -> bool:
 
 
 def agent_metric(netns: str, name: str) -> float | None:
-    out = sh("ip", "netns", "exec", netns, sys.executable, "-c",
-             "import urllib.request,sys;"
-             "sys.stdout.write(urllib.request.urlopen('http://127.0.0.1:9470/metrics',timeout=2)"
-             ".read().decode())", check=False)
+    out = sh(
+        "ip",
+        "netns",
+        "exec",
+        netns,
+        sys.executable,
+        "-c",
+        "import urllib.request,sys;"
+        "sys.stdout.write(urllib.request.urlopen('http://127.0.0.1:9470/metrics',timeout=2)"
+        ".read().decode())",
+        check=False,
+    )
     total = None
     for line in out.splitlines():
         if line.startswith(name) and not line.startswith("#"):
@@ -116,8 +124,16 @@ class ProfileRun:
     failures: list[str] = field(default_factory=list)
 
 
-def run_town(topo: Topology, run_dir: str, town_id: str, cuts: int, detect_max: float,
-             back_max: float, out: ProfileRun, lock: threading.Lock) -> None:
+def run_town(
+    topo: Topology,
+    run_dir: str,
+    town_id: str,
+    cuts: int,
+    detect_max: float,
+    back_max: float,
+    out: ProfileRun,
+    lock: threading.Lock,
+) -> None:
     plan = make_plan(topo)
     town = topo.town(town_id)
     netns = plan.nodes[town_id].netns
@@ -140,7 +156,8 @@ def run_town(topo: Topology, run_dir: str, town_id: str, cuts: int, detect_max: 
                 client.restore()
                 continue
             routed = time.monotonic()
-            wait_for(lambda: (obs.last_ok() or 0) > routed + 0.2, 5.0, 0.01)
+            flowing_after = routed + 0.2
+            wait_for(lambda: (obs.last_ok() or 0) > flowing_after, 5.0, 0.01)  # noqa: B023
             outage = obs.longest_gap(since=cut_at - 0.5)
             agent_s = agent_metric(netns, "netwatch_last_failover_duration_seconds")
             client.restore()
@@ -154,15 +171,27 @@ def run_profile(topo_path: Path, profile: str, cuts: int, work: Path) -> Profile
     policy = topo.policy.profile(profile)
     detect_max = policy.interval * (policy.fall + 2) + policy.timeout + 10.0
     back_max = policy.interval * (policy.rise + 2) + policy.failback_holddown + 60.0
-    netwatch("lab", "up", "--no-rtt", "--agents", "--policy", profile, "--topology",
-             str(topo_path), "--run-dir", run_dir)
+    netwatch(
+        "lab",
+        "up",
+        "--no-rtt",
+        "--agents",
+        "--policy",
+        profile,
+        "--topology",
+        str(topo_path),
+        "--run-dir",
+        run_dir,
+    )
     result = ProfileRun(profile)
     lock = threading.Lock()
     per_town = max(1, -(-cuts // len(topo.towns)))
     try:
         threads = [
-            threading.Thread(target=run_town, args=(topo, run_dir, t.id, per_town, detect_max,
-                                                    back_max, result, lock))
+            threading.Thread(
+                target=run_town,
+                args=(topo, run_dir, t.id, per_town, detect_max, back_max, result, lock),
+            )
             for t in topo.towns
         ]
         for thread in threads:
@@ -183,31 +212,52 @@ def quantiles(values: list[float]) -> tuple[float, float, float]:
 def soak(topo_path: Path, seconds: float, work: Path) -> dict[str, Any]:
     topo = load(topo_path)
     run_dir = str(work / "run-soak")
-    netwatch("lab", "up", "--no-rtt", "--agents", "--topology", str(topo_path),
-             "--run-dir", run_dir)
+    netwatch(
+        "lab", "up", "--no-rtt", "--agents", "--topology", str(topo_path), "--run-dir", run_dir
+    )
     try:
         plan = make_plan(topo)
         time.sleep(2.0)
-        before = {t.id: agent_metric(plan.nodes[t.id].netns, "netwatch_failovers_total") or 0.0
-                  for t in topo.towns}
+        before = {
+            t.id: agent_metric(plan.nodes[t.id].netns, "netwatch_failovers_total") or 0.0
+            for t in topo.towns
+        }
         for town in topo.towns:
-            netwatch("lab", "impair", town.id, "primary", "--loss", "3%", "--jitter", "10ms",
-                     "--run-dir", run_dir)
+            netwatch(
+                "lab",
+                "impair",
+                town.id,
+                "primary",
+                "--loss",
+                "3%",
+                "--jitter",
+                "10ms",
+                "--run-dir",
+                run_dir,
+            )
         # Agent CPU and RSS at the default policy, while it works through the noise.
         nishiki_pid = next(
-            p["pid"] for p in json.loads(netwatch("lab", "status", "--json", "--run-dir",
-                                                  run_dir))["processes"]
+            p["pid"]
+            for p in json.loads(netwatch("lab", "status", "--json", "--run-dir", run_dir))[
+                "processes"
+            ]
             if p["name"] == "agent nishiki"
         )
         cpu0, t0 = _cpu_seconds(nishiki_pid), time.monotonic()
         time.sleep(seconds)
         cpu = (_cpu_seconds(nishiki_pid) - cpu0) / (time.monotonic() - t0)
         rss = _rss_bytes(nishiki_pid)
-        after = {t.id: agent_metric(plan.nodes[t.id].netns, "netwatch_failovers_total") or 0.0
-                 for t in topo.towns}
+        after = {
+            t.id: agent_metric(plan.nodes[t.id].netns, "netwatch_failovers_total") or 0.0
+            for t in topo.towns
+        }
         false = {t: after[t] - before[t] for t in after}
-        return {"seconds": seconds, "false_failovers": false, "agent_cpu_ratio": cpu,
-                "agent_rss_bytes": rss}
+        return {
+            "seconds": seconds,
+            "false_failovers": false,
+            "agent_cpu_ratio": cpu,
+            "agent_rss_bytes": rss,
+        }
     finally:
         netwatch("lab", "down", "--run-dir", run_dir)
 
@@ -263,8 +313,16 @@ def probe_rate(topo_path: Path, work: Path) -> dict[str, tuple[float, float]]:
     run_dir = str(work / "run-rate")
     netwatch("lab", "up", "--no-rtt", "--topology", str(topo_path), "--run-dir", run_dir)
     try:
-        out = sh("ip", "netns", "exec", "nw-nishiki", sys.executable, "-c", PROBE_RATE_SCRIPT,
-                 str(topo_path))
+        out = sh(
+            "ip",
+            "netns",
+            "exec",
+            "nw-nishiki",
+            sys.executable,
+            "-c",
+            PROBE_RATE_SCRIPT,
+            str(topo_path),
+        )
     finally:
         netwatch("lab", "down", "--run-dir", run_dir)
     rates = {}
@@ -290,8 +348,10 @@ def main() -> int:
         topo_path = bench_topology(work)
         runs = [run_profile(topo_path, p, args.cuts, work) for p in args.profiles.split(",")]
         print(f"\nfailover over {args.cuts} cuts per profile (4 towns in parallel)")
-        print(f"{'profile':<16} {'cuts':>4} {'outage p50':>11} {'p95':>7} {'max':>7}   "
-              f"{'agent p50':>10} {'p95':>7} {'max':>7}")
+        print(
+            f"{'profile':<16} {'cuts':>4} {'outage p50':>11} {'p95':>7} {'max':>7}   "
+            f"{'agent p50':>10} {'p95':>7} {'max':>7}"
+        )
         for run in runs:
             outages = [c.outage_s for c in run.cuts]
             agents = [c.agent_s for c in run.cuts if c.agent_s is not None]
@@ -300,16 +360,22 @@ def main() -> int:
                 continue
             o50, o95, omax = quantiles(outages)
             a50, a95, amax = quantiles(agents) if agents else (float("nan"),) * 3
-            print(f"{run.profile:<16} {len(outages):>4} {o50:>10.3f}s {o95:>6.3f}s "
-                  f"{omax:>6.3f}s   {a50:>9.3f}s {a95:>6.3f}s {amax:>6.3f}s")
+            print(
+                f"{run.profile:<16} {len(outages):>4} {o50:>10.3f}s {o95:>6.3f}s "
+                f"{omax:>6.3f}s   {a50:>9.3f}s {a95:>6.3f}s {amax:>6.3f}s"
+            )
             for failure in run.failures:
                 print(f"  ! {failure}")
         if not args.skip_soak:
             result = soak(topo_path, args.soak, work)
-            print(f"\nnoise soak {result['seconds']:.0f} s (3 % loss each way, 10 ms jitter on "
-                  f"every primary, fast profile): false failovers {result['false_failovers']}")
-            print(f"agent (nishiki, default policy): CPU {result['agent_cpu_ratio'] * 100:.1f} % "
-                  f"of one core, RSS {result['agent_rss_bytes'] / 2**20:.1f} MiB")
+            print(
+                f"\nnoise soak {result['seconds']:.0f} s (3 % loss each way, 10 ms jitter on "
+                f"every primary, fast profile): false failovers {result['false_failovers']}"
+            )
+            print(
+                f"agent (nishiki, default policy): CPU {result['agent_cpu_ratio'] * 100:.1f} % "
+                f"of one core, RSS {result['agent_rss_bytes'] / 2**20:.1f} MiB"
+            )
         if not args.skip_rate:
             rates = probe_rate(topo_path, work)
             print("\nprobe rate one core sustains (32 concurrent probes, primary path):")
