@@ -47,6 +47,9 @@ FLUSH_INTERVAL = 1.0  # seconds between two writes (or shipments) of samples
 DRAIN_EXTRA = 15.0  # seconds a master waits for drained workers beyond --stop-timeout
 
 
+_NO_CONTEXT: dict[str, Any] = {}
+
+
 def _error_text(exception: object) -> str | None:
     if exception is None:
         return None
@@ -78,17 +81,22 @@ class Recorder:
         start_time: float | None = None,
         **_: Any,
     ) -> None:
-        ctx = context or {}
+        ctx = context or _NO_CONTEXT
         duration = response_time / 1000.0
         start = start_time if start_time is not None else time.time() - duration
-        ok = exception is None
-        error = _error_text(exception)
+        error = None if exception is None else _error_text(exception)
         if request_type == "TX":
-            terminal = ctx.get("terminal")
-            self.rows.append(samples.tx_row(start, name, duration, ok, error, int(terminal or 0)))
+            terminal = int(ctx.get("terminal") or 0)
+            self.rows.append(samples.tx_row(start, name, duration, error is None, error, terminal))
+        elif ctx.get("whole"):  # this request is its whole transaction (see Terminal.call)
+            terminal = int(ctx.get("terminal") or 0)
+            tx = str(ctx.get("transaction") or "")
+            self.rows.append(
+                samples.whole_row(start, tx, name, duration, error is None, error, terminal)
+            )
         else:
             tx = str(ctx.get("transaction") or "")
-            self.rows.append(samples.request_row(start, tx, name, duration, ok, error))
+            self.rows.append(samples.request_row(start, tx, name, duration, error is None, error))
 
     def take(self) -> list[Row]:
         rows, self.rows = self.rows, []
@@ -115,12 +123,14 @@ class Recorder:
     # single process and master: write
 
     def _write(self, rows: list[Row]) -> None:
-        for row in rows:
-            if row[0] == "t":
-                record = samples.from_row(row)
-                if isinstance(record, samples.TxRecord):
-                    self.tx_samples[record.transaction].append(record.sample)
-        if self.file is not None and rows:
+        if self.file is None:
+            # No file (plain `locust -f`): keep the transactions for the verdict.
+            for row in rows:
+                if row[0] in ("t", "w"):
+                    for record in samples.from_row(row):
+                        if isinstance(record, samples.TxRecord):
+                            self.tx_samples[record.transaction].append(record.sample)
+        elif rows:
             self.file.write(samples.encode(rows))
             self.file.flush()
 
@@ -175,6 +185,10 @@ class Recorder:
             self.file.write(samples.encode([samples.end_row(time.time())]))
             self.file.close()
             self.file = None
+            path = Path(getattr(environment.parsed_options, "samples_file", ""))
+            for record in samples.read_all(path):
+                if isinstance(record, samples.TxRecord):
+                    self.tx_samples[record.transaction].append(record.sample)
         code = self._print_verdict(environment)
         if code is not None and not getattr(environment.parsed_options, "samples_file", ""):
             environment.process_exit_code = code  # plain `locust -f`: the SLA decides

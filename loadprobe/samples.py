@@ -8,6 +8,8 @@ writes its own):
 
     ["t", start, transaction, duration, ok, error, terminal]   a transaction
     ["r", start, transaction, request, duration, ok, error]    one HTTP request in it
+    ["w", start, transaction, request, duration, ok, error, terminal]
+                                  a request that is its whole transaction (both at once)
     ["u", time, terminals]                                     active terminals now
     ["e", time]                                                the stream is complete
 
@@ -20,13 +22,13 @@ Prometheus endpoint follow a run. Neither Locust nor gevent is imported.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from loadprobe.verdict import Sample
 
-Row = list[object]
+Row = Sequence[object]  # a tuple when made here, a list after msgpack or JSON
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,62 +62,120 @@ Record = TxRecord | RequestRecord | UsersRecord | EndRecord
 def tx_row(
     start: float, transaction: str, duration: float, ok: bool, error: str | None, terminal: int
 ) -> Row:
-    return ["t", round(start, 6), transaction, round(duration, 7), int(ok), error, terminal]
+    return ("t", start, transaction, duration, ok, error, terminal)
 
 
 def request_row(
     start: float, transaction: str, request: str, duration: float, ok: bool, error: str | None
 ) -> Row:
-    return ["r", round(start, 6), transaction, request, round(duration, 7), int(ok), error]
+    return ("r", start, transaction, request, duration, ok, error)
+
+
+def whole_row(
+    start: float,
+    transaction: str,
+    request: str,
+    duration: float,
+    ok: bool,
+    error: str | None,
+    terminal: int,
+) -> Row:
+    return ("w", start, transaction, request, duration, ok, error, terminal)
 
 
 def users_row(time: float, terminals: int) -> Row:
-    return ["u", round(time, 3), terminals]
+    return ("u", time, terminals)
 
 
 def end_row(time: float) -> Row:
-    return ["e", round(time, 3)]
+    return ("e", time)
+
+
+# Recording sits on every request's path, so encoding is done by hand:
+# fixed precision for numbers (µs for times, 0.1 µs for durations) and a
+# cache of the JSON form of the few names that recur.
+_JSON_STRINGS: dict[str, str] = {}
+
+
+def _string(value: object) -> str:
+    if value is None:
+        return "null"
+    text = str(value)
+    cached = _JSON_STRINGS.get(text)
+    if cached is None:
+        cached = json.dumps(text, ensure_ascii=False)
+        if len(_JSON_STRINGS) < 4096:
+            _JSON_STRINGS[text] = cached
+    return cached
+
+
+def encode_row(row: Row) -> str:
+    kind = row[0]
+    if kind == "r":
+        _, start, tx, request, duration, ok, error = row
+        return (
+            f'["r",{start:.6f},{_string(tx)},{_string(request)},{duration:.7f},'
+            f"{1 if ok else 0},{_string(error)}]\n"
+        )
+    if kind == "w":
+        _, start, tx, request, duration, ok, error, terminal = row
+        return (
+            f'["w",{start:.6f},{_string(tx)},{_string(request)},{duration:.7f},'
+            f"{1 if ok else 0},{_string(error)},{int(terminal)}]\n"  # type: ignore[call-overload]
+        )
+    if kind == "t":
+        _, start, tx, duration, ok, error, terminal = row
+        return (
+            f'["t",{start:.6f},{_string(tx)},{duration:.7f},{1 if ok else 0},'
+            f"{_string(error)},{int(terminal)}]\n"  # type: ignore[call-overload]
+        )
+    if kind == "u":
+        _, time, terminals = row
+        return f'["u",{time:.3f},{terminals}]\n'
+    return json.dumps(list(row), ensure_ascii=False, separators=(",", ":")) + "\n"
 
 
 def encode(rows: Iterable[Row]) -> str:
-    return "".join(
-        json.dumps(row, ensure_ascii=False, separators=(",", ":")) + "\n" for row in rows
-    )
+    return "".join(encode_row(row) for row in rows)
 
 
-def decode(line: str) -> Record | None:
-    """One line of the stream; None for a line that is not a record (skipped)."""
+def decode(line: str) -> list[Record]:
+    """The records of one line of the stream (none for a line that is not one)."""
     try:
         row = json.loads(line)
     except ValueError:
-        return None
+        return []
     return from_row(row)
 
 
-def from_row(row: object) -> Record | None:
-    """One parsed row of the stream; None when it is not a record."""
-    if not isinstance(row, list) or not row:
-        return None
+def from_row(row: object) -> list[Record]:
+    """The records of one parsed row of the stream (none when it is not a record)."""
+    if not isinstance(row, list | tuple) or not row:
+        return []
     try:
         kind = row[0]
         if kind == "t":
             _, start, tx, duration, ok, error, terminal = row
             sample = Sample(float(start), float(duration), bool(ok), _text(error))
-            return TxRecord(str(tx), None if terminal is None else int(terminal), sample)
+            return [TxRecord(str(tx), None if terminal is None else int(terminal), sample)]
         if kind == "r":
             _, start, tx, request, duration, ok, error = row
-            return RequestRecord(
-                str(tx), str(request), Sample(float(start), float(duration), bool(ok), _text(error))
-            )
+            sample = Sample(float(start), float(duration), bool(ok), _text(error))
+            return [RequestRecord(str(tx), str(request), sample)]
+        if kind == "w":
+            _, start, tx, request, duration, ok, error, terminal = row
+            sample = Sample(float(start), float(duration), bool(ok), _text(error))
+            number = None if terminal is None else int(terminal)
+            return [RequestRecord(str(tx), str(request), sample), TxRecord(str(tx), number, sample)]
         if kind == "u":
             _, time, terminals = row
-            return UsersRecord(float(time), int(terminals))
+            return [UsersRecord(float(time), int(terminals))]
         if kind == "e":
             _, time = row
-            return EndRecord(float(time))
+            return [EndRecord(float(time))]
     except (TypeError, ValueError):
-        return None
-    return None
+        return []
+    return []
 
 
 def _text(value: object) -> str | None:
@@ -146,11 +206,11 @@ class SampleReader:
         for raw in lines:
             if not raw.strip():
                 continue
-            record = decode(raw.decode("utf-8", errors="replace"))
-            if record is None:
-                self.skipped += 1
+            records = decode(raw.decode("utf-8", errors="replace"))
+            if records:
+                out.extend(records)
             else:
-                out.append(record)
+                self.skipped += 1
         return out
 
 

@@ -18,10 +18,12 @@ each step, and starts over when it reaches the end or when a step fails:
    Timed as one transaction from submit to result.
 6. ``logoff`` (a request, not a judged transaction).
 
-Every transaction is one Locust request of type ``TX`` named after it (and
-its HTTP requests appear as ``<transaction>: <step>``). A failed check is a
-failed request with a reason; the transaction then fails with the same
-reason and the terminal starts its workflow again after a think time.
+In Locust's statistics a transaction of several requests is one request of
+type ``TX`` named after it, its HTTP requests ``<transaction>: <step>``; a
+transaction of one request (logon, certificate) is that request, named
+after the transaction. A failed check is a failed request with a reason;
+the transaction then fails with the same reason and the terminal starts its
+workflow again after a think time.
 """
 
 from __future__ import annotations
@@ -29,18 +31,18 @@ from __future__ import annotations
 import functools
 import hashlib
 import itertools
+import json
 import logging
 import random
 import re
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
+from types import TracebackType
 from typing import Any, cast
 
 import gevent
-from gevent import GreenletExit
 from locust import SequentialTaskSet, events, task
 from locust.contrib.fasthttp import FastHttpUser, FastResponse
 from locust.exception import InterruptTaskSet
@@ -54,6 +56,8 @@ from loadprobe.scenario import Scenario, ScenarioError
 log = logging.getLogger("loadprobe.terminal")
 
 _INTERRUPT: Any = InterruptTaskSet  # its __init__ is untyped
+_WHOLE: dict[str, Any] = {"whole": True}
+_PART: dict[str, Any] = {}
 _MAX_AGE = re.compile(r"max-age=(\d+)")
 _terminal_numbers = itertools.count()
 
@@ -142,7 +146,7 @@ def _default_host(environment: Any, **_: Any) -> None:
     except TopologyError:
         return
     for user_class in environment.user_classes:
-        if issubclass(user_class, Terminal) and user_class.host is None:
+        if issubclass(user_class, TerminalBase) and user_class.host is None:
             user_class.host = base_url.rstrip("/")
 
 
@@ -166,9 +170,11 @@ class TerminalState:
     iterations: int = 0
 
 
-def _json(resp: FastResponse) -> Any:
+def json_of(resp: FastResponse) -> Any:
+    """The JSON body of an answer. Parsed from the bytes: JSON is UTF-8, and
+    FastResponse.json() would first guess the text encoding, which is slow."""
     try:
-        return resp.json()
+        return json.loads((resp.content or b"").decode("utf-8"))
     except ValueError as exc:
         raise StepFailed(f"answer is not JSON: {exc}") from None
 
@@ -179,7 +185,7 @@ def _json(resp: FastResponse) -> Any:
 class Workflow(SequentialTaskSet):
     """The seed's five transactions in order, then logoff; a think time before each."""
 
-    user: Terminal
+    user: TerminalBase
 
     @task
     def app_start(self) -> None:
@@ -207,10 +213,12 @@ class Workflow(SequentialTaskSet):
         self.user.state.iterations += 1
 
 
-class Terminal(FastHttpUser):
-    """A town office terminal running the acceptance test's workflow."""
+class TerminalBase(FastHttpUser):
+    """A town office terminal without a workflow: its identity, session, cache,
+    transactions and checked requests. `Terminal` adds the workflow; a
+    benchmark can add a different one and keep every other cost."""
 
-    tasks = [Workflow]  # noqa: RUF012 - Locust reads it as a class attribute
+    abstract = True
 
     def __init__(self, environment: Any) -> None:
         sc = scenario_of(environment)
@@ -223,7 +231,11 @@ class Terminal(FastHttpUser):
         self.terminal = self._number()
         self.username = sc.user(self.terminal)
         self._tx = ""
+        self._ctx: dict[str, Any] = {}  # the request context of the current transaction
+        self._contexts: dict[str, dict[str, Any]] = {}
         self._tx_bytes = 0
+        self._tx_whole = False  # a request that is the whole transaction was made
+        self._tx_whole_reason: str | None = None  # ... and why it failed, if it did
 
     def wait_time(self) -> float:
         return random.uniform(self.scenario.think_min, self.scenario.think_max)
@@ -241,42 +253,26 @@ class Terminal(FastHttpUser):
         gevent.sleep(random.uniform(0, self.scenario.think_max))
 
     def context(self) -> dict[str, Any]:
-        return {"transaction": self._tx, "terminal": self.terminal}
+        return self._ctx
+
+    def _enter(self, transaction: str) -> None:
+        """Make `transaction` the current one (its request context is made once)."""
+        self._tx = transaction
+        ctx = self._contexts.get(transaction)
+        if ctx is None:
+            ctx = self._contexts[transaction] = {
+                "transaction": transaction,
+                "terminal": self.terminal,
+            }
+        self._ctx = ctx
 
     # --- transactions and requests ----------------------------------------------------------
 
-    @contextmanager
-    def transaction(self, name: str) -> Iterator[None]:
-        """Time the body as transaction `name` and report it as one TX request."""
-        previous, self._tx, self._tx_bytes = self._tx, name, 0
-        start, t0 = time.time(), time.perf_counter()
-        error: str | None = None
-        try:
-            yield
-        except StepFailed as exc:
-            error = str(exc)
-            raise
-        except GreenletExit:
-            error = "aborted"  # the run ended under this transaction: no sample
-            raise
-        except Exception as exc:
-            error = f"{type(exc).__name__}: {exc}"
-            raise StepFailed(error) from exc
-        finally:
-            elapsed = time.perf_counter() - t0
-            if error != "aborted":
-                self.environment.events.request.fire(
-                    request_type="TX",
-                    name=name,
-                    response_time=elapsed * 1000,
-                    response_length=self._tx_bytes,
-                    response=None,
-                    context={"transaction": name, "terminal": self.terminal},
-                    exception=None if error is None else TransactionFailed(error),
-                    start_time=start,
-                    url=None,
-                )
-            self._tx = previous
+    def transaction(self, name: str) -> Transaction:
+        """``with self.transaction(name):`` times the body as transaction `name`
+        and reports it as one TX request (unless its one request, made with
+        ``whole=True``, stands for it)."""
+        return Transaction(self, name)
 
     def run_step(self, name: str, body: Callable[[], None], workflow: Workflow) -> None:
         """Run one transaction; on failure, start the workflow over (after a think time)."""
@@ -298,18 +294,30 @@ class Terminal(FastHttpUser):
         headers: dict[str, str] | None = None,
         json: Any = None,
         check: Callable[[FastResponse], str | None] | None = None,
+        whole: bool = False,
     ) -> FastResponse:
         """One HTTP request of the current transaction; raises StepFailed with the
-        reason when it fails or its answer does not pass `check`."""
+        reason when it fails or its answer does not pass `check`.
+
+        ``whole=True``: this request is the whole transaction; its sample is
+        recorded as the transaction's too, and no separate TX request is made
+        (half the bookkeeping for the transactions of one request)."""
         name = self._tx if step is None else f"{self._tx}: {step}"
-        all_headers = dict(headers or {})
+        all_headers = headers
         if self.state.token:
-            all_headers["Authorization"] = f"Bearer {self.state.token}"
+            all_headers = {**(headers or {}), "Authorization": f"Bearer {self.state.token}"}
         resp: FastResponse
         with self.client.request(
-            method, path, name=name, headers=all_headers, json=json, catch_response=True
+            method,
+            path,
+            name=name,
+            headers=all_headers,
+            json=json,
+            catch_response=True,
+            context=_WHOLE if whole else _PART,
         ) as resp:
-            reason = _problem(resp, expect)
+            self._tx_whole = self._tx_whole or whole
+            reason = None if resp.status_code in expect else _problem(resp, expect)
             if reason is None and check is not None:
                 try:
                     reason = check(resp)
@@ -317,10 +325,13 @@ class Terminal(FastHttpUser):
                     reason = str(exc)
             if reason is not None:
                 reason = f"{step or self._tx}: {reason}"
+                if whole:
+                    self._tx_whole_reason = reason
                 cast(Any, resp).failure(reason)
                 raise StepFailed(reason)
             cast(Any, resp).success()
-            self._tx_bytes += len(resp.content or b"")
+            # Locust measured the body already (reading resp.content again costs).
+            self._tx_bytes += int(cast(Any, resp).request_meta.get("response_length") or 0)
         return resp
 
     # --- the five transactions ----------------------------------------------------------------
@@ -335,7 +346,7 @@ class Terminal(FastHttpUser):
             if st.manifest is None:
                 raise StepFailed("manifest: 304 Not Modified, but nothing is cached")
         else:
-            manifest = _json(resp)
+            manifest = json_of(resp)
             if not isinstance(manifest, dict) or not isinstance(manifest.get("assets"), list):
                 raise StepFailed("manifest: no asset list")
             st.manifest, st.manifest_etag = manifest, _header(resp, "etag")
@@ -368,7 +379,7 @@ class Terminal(FastHttpUser):
         self.state.token = None
 
         def check(resp: FastResponse) -> str | None:
-            body = _json(resp)
+            body = json_of(resp)
             if not isinstance(body, dict) or not body.get("token"):
                 return "no token in the answer"
             if body.get("user") != self.username or body.get("town") != sc.town:
@@ -380,8 +391,9 @@ class Terminal(FastHttpUser):
             "/api/v1/logon",
             json={"town": sc.town, "user": self.username, "password": password},
             check=check,
+            whole=True,
         )
-        self.state.token = str(_json(resp)["token"])
+        self.state.token = str(json_of(resp)["token"])
 
     def ledger_inquiry(self) -> None:
         if not self.state.token:
@@ -392,9 +404,9 @@ class Terminal(FastHttpUser):
             "GET",
             f"/api/v1/residents?kana={_quote(kana)}&limit=20",
             "search",
-            check=lambda r: check_search(_json(r), kana),
+            check=lambda r: check_search(json_of(r), kana),
         )
-        item = random.choice(_json(resp)["items"])
+        item = random.choice(json_of(resp)["items"])
         wanted = Resident(
             str(item["resident_id"]), str(item["family_name"]), str(item["given_name"])
         )
@@ -402,7 +414,7 @@ class Terminal(FastHttpUser):
             "GET",
             f"/api/v1/residents/{wanted.resident_id}",
             "record",
-            check=lambda r: check_record(_json(r), wanted, self.scenario.town),
+            check=lambda r: check_record(json_of(r), wanted, self.scenario.town),
         )
         self.state.resident = wanted
 
@@ -431,6 +443,7 @@ class Terminal(FastHttpUser):
             "/api/v1/certificates",
             json={"resident_id": who.resident_id, "kind": "juminhyo"},
             check=check,
+            whole=True,
         )
 
     def batch(self) -> None:
@@ -441,12 +454,12 @@ class Terminal(FastHttpUser):
             "submit",
             expect=(202,),
             json={"kind": "tax-recalc", "town": sc.town, "fiscal_year": sc.fiscal_year},
-            check=lambda r: None if _json(r).get("job_id") else "no job_id",
+            check=lambda r: None if json_of(r).get("job_id") else "no job_id",
         )
-        job = str(_json(resp)["job_id"])
+        job = str(json_of(resp)["job_id"])
         deadline = time.monotonic() + sc.batch_timeout
         while True:
-            status = _json(self.call("GET", f"/api/v1/batch/jobs/{job}", "status"))
+            status = json_of(self.call("GET", f"/api/v1/batch/jobs/{job}", "status"))
             state = status.get("status") if isinstance(status, dict) else None
             if state == "done":
                 break
@@ -461,21 +474,80 @@ class Terminal(FastHttpUser):
             "GET",
             f"/api/v1/batch/jobs/{job}/result",
             "result",
-            check=lambda r: check_batch_result(_json(r), sc.population),
+            check=lambda r: check_batch_result(json_of(r), sc.population),
         )
 
     def logoff(self) -> None:
         """End the session (not a judged transaction; its failure is only logged)."""
         if not self.state.token:
             return
-        previous, self._tx = self._tx, "logoff"
+        previous = self._tx
+        self._enter("logoff")
         try:
             self.call("POST", "/api/v1/logoff", expect=(204, 401))
         except StepFailed as exc:
             log.debug("terminal %s: %s", self.terminal, exc)
         finally:
-            self._tx = previous
+            self._enter(previous)
             self.state.token = None
+
+
+class Transaction:
+    """The context manager behind `TerminalBase.transaction` (a class, not a
+    generator: it is on every request's path)."""
+
+    __slots__ = ("name", "previous", "start", "t0", "user")
+
+    def __init__(self, user: TerminalBase, name: str) -> None:
+        self.user, self.name = user, name
+
+    def __enter__(self) -> None:
+        user = self.user
+        self.previous, user._tx_bytes = user._tx, 0
+        user._enter(self.name)
+        user._tx_whole, user._tx_whole_reason = False, None
+        self.start, self.t0 = time.time(), time.perf_counter()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        elapsed = time.perf_counter() - self.t0
+        user = self.user
+        user._enter(self.previous)
+        if exc is None:
+            error = None
+        elif isinstance(exc, StepFailed):
+            error = str(exc)
+        elif isinstance(exc, Exception):
+            error = f"{type(exc).__name__}: {exc}"
+        else:
+            return None  # GreenletExit: the run ended under this transaction, no sample
+        # A whole-transaction request already recorded this transaction,
+        # unless something failed after it (not in this workflow).
+        if not (user._tx_whole and error == user._tx_whole_reason):
+            user.environment.events.request.fire(
+                request_type="TX",
+                name=self.name,
+                response_time=elapsed * 1000,
+                response_length=user._tx_bytes,
+                response=None,
+                context=user._contexts[self.name],
+                exception=None if error is None else TransactionFailed(error),
+                start_time=self.start,
+                url=None,
+            )
+        if error is not None and not isinstance(exc, StepFailed):
+            raise StepFailed(error) from exc
+        return None
+
+
+class Terminal(TerminalBase):
+    """A town office terminal running the acceptance test's workflow."""
+
+    tasks = [Workflow]  # noqa: RUF012 - Locust reads it as a class attribute
 
 
 # --- helpers ----------------------------------------------------------------------------------
@@ -498,7 +570,7 @@ def _problem(resp: FastResponse, expect: tuple[int, ...]) -> str | None:
         return _one_line(error)
     detail = ""
     try:
-        body = resp.json()
+        body = json.loads(resp.content or b"")
         if isinstance(body, dict) and isinstance(body.get("detail"), str):
             detail = f": {body['detail']}"
     except Exception:  # any body that is not a JSON problem

@@ -82,7 +82,7 @@ def first_run(
     argv = [
         sys.executable, "-m", "loadprobe.cli", "run", "--town", "nishiki", "--host", target.url,
         "--duration", "8s", "--report-dir", str(out), "--metrics-port", str(port),
-        "--metrics-host", "127.0.0.1", *FAST,
+        "--metrics-host", "127.0.0.1", "--metrics-hold", "2", *FAST,
     ]  # fmt: skip
     proc = subprocess.Popen(
         argv, cwd=REPO, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
@@ -153,20 +153,27 @@ def test_live_metrics_while_running(
 ) -> None:
     _, _, scrapes = first_run
     assert scrapes, "the endpoint answered with loadprobe metrics during the run"
-    text = scrapes[-1]
-    assert re.search(
-        r'loadprobe_transaction_duration_seconds_bucket\{le="0.5",path="unknown",town="nishiki",'
-        r'transaction="logon"\} [1-9]',
-        text,
-    ) or re.search(r'loadprobe_transaction_duration_seconds_bucket\{.*transaction="logon"', text)
-    assert (
-        'loadprobe_requests_total{path="unknown",town="nishiki",transaction="ledger_inquiry"}'
-        in text
+    labels = 'path="unknown",town="nishiki"'
+    # While the terminals run (the last scrapes may come after the verdict).
+    running = [s for s in scrapes if f"loadprobe_run_running{{{labels}}} 1.0" in s]
+    assert running
+    assert any(
+        re.search(rf"loadprobe_active_terminals\{{{labels}\}} (10|[1-9])\.0", s) for s in running
     )
+    last = scrapes[-1]
     assert re.search(
-        r'loadprobe_active_terminals\{path="unknown",town="nishiki"\} (10|[1-9])', text
+        rf'loadprobe_transaction_duration_seconds_bucket\{{le="0.5",{labels},'
+        rf'transaction="logon"\}} [1-9]',
+        last,
     )
-    assert 'loadprobe_run_running{path="unknown",town="nishiki"} 1.0' in text
+    assert f'loadprobe_requests_total{{{labels},transaction="ledger_inquiry"}}' in last
+    assert f'loadprobe_transactions_total{{{labels},transaction="batch"}}' in last
+    # Held up for a last scrape after the verdict (--metrics-hold).
+    assert f"loadprobe_verdict_pass{{{labels}}} 1.0" in last
+    assert re.search(
+        r'loadprobe_threshold_pass\{[^}]*threshold="p95"[^}]*transaction="logon"[^}]*\} 1.0', last
+    )
+    assert f"loadprobe_run_running{{{labels}}} 0.0" in last
 
 
 def test_an_impossible_threshold_fails_with_exit_1_and_names_it(

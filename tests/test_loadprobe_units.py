@@ -123,11 +123,12 @@ def test_sample_rows_round_trip() -> None:
     rows = [
         samples.tx_row(1000.5, "logon", 0.0123456, True, None, 3),
         samples.request_row(1000.5, "logon", "logon", 0.012, False, "HTTP 401: 認証"),
+        samples.whole_row(1001.25, "certificate", "certificate", 0.5, True, None, 4),
         samples.users_row(1001.0, 10),
         samples.end_row(1002.0),
     ]
     decoded = [samples.decode(line) for line in samples.encode(rows).splitlines()]
-    tx, req, users, end = decoded
+    [tx], [req], [whole_req, whole_tx], [users], [end] = decoded
     assert isinstance(tx, samples.TxRecord)
     assert tx.transaction == "logon"
     assert tx.terminal == 3
@@ -135,11 +136,15 @@ def test_sample_rows_round_trip() -> None:
     assert isinstance(req, samples.RequestRecord)
     assert req.sample.error == "HTTP 401: 認証"
     assert not req.sample.ok
+    assert whole_req == samples.RequestRecord(
+        "certificate", "certificate", verdict.Sample(1001.25, 0.5, True, None)
+    )
+    assert whole_tx == samples.TxRecord("certificate", 4, whole_req.sample)
     assert users == samples.UsersRecord(1001.0, 10)
     assert end == samples.EndRecord(1002.0)
-    assert samples.decode("not json") is None
-    assert samples.decode('["t", 1]') is None
-    assert samples.decode('["x", 1]') is None
+    assert samples.decode("not json") == []
+    assert samples.decode('["t", 1]') == []
+    assert samples.decode('["x", 1]') == []
 
 
 def test_reader_follows_a_growing_file_line_by_line(tmp_path: Path) -> None:
