@@ -20,6 +20,8 @@ from loadprobe.target.app import create_app
 from loadprobe.target.config import TargetConfig
 from loadprobe.target.ledger import LedgerError, open_ledger
 
+KEEP_ALIVE_S = 75  # as nginx's default: longer than any think time
+
 
 class ServeError(Exception):
     """The server cannot start; the message is one line for the user."""
@@ -91,6 +93,10 @@ def serve(config: TargetConfig) -> None:
                 access_log=config.access_log,
                 lifespan="on",
                 timeout_graceful_shutdown=5,
+                # Terminals think for seconds between requests; uvicorn's 5 s
+                # default closes idle connections just as a request is sent
+                # on them ("connection closed"), which no real server does.
+                timeout_keep_alive=KEEP_ALIVE_S,
             )
         )
         server.run(sockets=[sock])
