@@ -6,7 +6,8 @@ child processes (``python -m locust``, inside the town's namespace with
 workers, and follows the raw-sample file the master (or the lone process)
 writes. While the run goes it feeds the live metrics and the progress
 line, and looks up the route to the target every few seconds; afterwards
-it hands back everything the report needs.
+it hands back everything the report needs, and keeps the raw samples as
+JSON lines (samples.jsonl) in the run's directory.
 
 Ending: Locust stops by its own --run-time; each terminal may finish the
 transaction in hand (--stop-timeout). A Locust that outlives its time by
@@ -29,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from loadprobe import netpath
+from loadprobe import netpath, samples
 from loadprobe.live import LiveMetrics, Progress
 from loadprobe.samples import EndRecord, RequestRecord, SampleReader, TxRecord, UsersRecord
 from loadprobe.scenario import Scenario
@@ -38,7 +39,8 @@ from netwatch.emulator.netns import entered
 from netwatch.topology import Town
 
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
-POLL = 0.25  # seconds between two reads of the sample file
+STREAM_NAME = "samples.stream"  # the raw-sample stream file of a running run (see samples.py)
+POLL = 0.25  # seconds between two reads of the sample stream
 LOOKUP_EVERY = 5.0  # seconds between two route lookups during the run
 KILL_GRACE = 15.0  # seconds between SIGTERM and SIGKILL
 
@@ -178,9 +180,11 @@ def execute(
     target that fails (that is what the samples say), only for Ctrl-C/SIGTERM
     when `interrupted` cannot be reported (it is then re-raised by the caller)."""
     plan.run_dir.mkdir(parents=True, exist_ok=True)
-    samples_file = plan.run_dir / "samples.jsonl"
-    samples_file.unlink(missing_ok=True)
-    commands = locust_commands(plan, samples_file)
+    stream = plan.run_dir / STREAM_NAME  # written by Locust while it runs
+    samples_file = plan.run_dir / "samples.jsonl"  # kept beside the report afterwards
+    for old in (stream, samples_file):
+        old.unlink(missing_ok=True)
+    commands = locust_commands(plan, stream)
     result = RunResult(plan, started_at=time.time(), ended_at=0.0, samples_file=samples_file)
     destination = socket.gethostbyname(plan.scenario.target_host)
 
@@ -201,7 +205,7 @@ def execute(
     if progress is not None:
         progress.start(plan.label)
 
-    reader = SampleReader(samples_file)
+    reader = SampleReader(stream, keep=True)
     procs: dict[str, subprocess.Popen[bytes]] = {}
     handles: list[IO[bytes]] = []
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -268,6 +272,8 @@ def execute(
             handle.close()
         result.ended_at = time.time()
         consume()
+        samples_file.write_text(samples.encode(reader.rows), encoding="utf-8")
+        stream.unlink(missing_ok=True)
         result.exit_codes = {name: proc.returncode for name, proc in procs.items()}
         look()
         if progress is not None:

@@ -4,7 +4,7 @@ Every process records each request event (transactions are requests of
 type ``TX``) as a raw sample. Where the samples go depends on the process:
 
 - a single process (no --master/--worker) appends them to ``--samples-file``
-  once a second;
+  (loadprobe's stream format, see samples.py) once a second;
 - a worker ships them to its master once a second with a custom message
   (``loadprobe_samples``), so workers on other machines need no shared disk;
 - the master writes what its workers ship, plus the number of active
@@ -63,7 +63,7 @@ class Recorder:
     def __init__(self) -> None:
         self.rows: list[Row] = []
         self.tx_samples: dict[str, list[verdict.Sample]] = defaultdict(list)
-        self.file: IO[str] | None = None
+        self.file: IO[bytes] | None = None
         self.environment: Environment | None = None
         self.pending_drain: set[str] = set()
         self.flusher: gevent.Greenlet | None = None
@@ -114,7 +114,7 @@ class Recorder:
         path = getattr(environment.parsed_options, "samples_file", "") or ""
         if path:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-            self.file = open(path, "w", encoding="utf-8")  # noqa: SIM115 - closed at quitting
+            self.file = open(path, "wb")  # noqa: SIM115 - closed at quitting
         if isinstance(runner, MasterRunner):
             runner.register_message("loadprobe_samples", self._on_samples)
             runner.register_message("loadprobe_drained", self._on_drained)
@@ -131,7 +131,7 @@ class Recorder:
                         if isinstance(record, samples.TxRecord):
                             self.tx_samples[record.transaction].append(record.sample)
         elif rows:
-            self.file.write(samples.encode(rows))
+            samples.write_chunk(self.file, rows)
             self.file.flush()
 
     def _write_forever(self) -> None:
@@ -182,7 +182,7 @@ class Recorder:
         self._flush()
         self.closed = True
         if self.file is not None:
-            self.file.write(samples.encode([samples.end_row(time.time())]))
+            samples.write_chunk(self.file, [samples.end_row(time.time())])
             self.file.close()
             self.file = None
             path = Path(getattr(environment.parsed_options, "samples_file", ""))

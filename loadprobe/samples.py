@@ -2,29 +2,40 @@
 
 Locust's own statistics round response times into buckets; verdicts need
 the exact durations. So every Locust process records each transaction and
-each HTTP request as it happens, and the samples reach one file, one JSON
-array per line (the master writes its workers' samples; a single process
-writes its own):
+each HTTP request as it happens, and the samples reach one stream file (the
+master writes its workers' samples; a single process writes its own). Each
+sample is a row:
 
-    ["t", start, transaction, duration, ok, error, terminal]   a transaction
-    ["r", start, transaction, request, duration, ok, error]    one HTTP request in it
-    ["w", start, transaction, request, duration, ok, error, terminal]
+    ("t", start, transaction, duration, ok, error, terminal)   a transaction
+    ("r", start, transaction, request, duration, ok, error)    one HTTP request in it
+    ("w", start, transaction, request, duration, ok, error, terminal)
                                   a request that is its whole transaction (both at once)
-    ["u", time, terminals]                                     active terminals now
-    ["e", time]                                                the stream is complete
+    ("u", time, terminals)                                     active terminals now
+    ("e", time)                                                the stream is complete
 
-Times are epoch seconds, durations seconds (from time.perf_counter), ok is
-1 or 0, error a one-line reason or null. `SampleReader` reads a file while
-it grows (only whole lines), which is how the live display and the
-Prometheus endpoint follow a run. Neither Locust nor gevent is imported.
+Times are epoch seconds, durations seconds (from time.perf_counter), ok a
+boolean, error a one-line reason or None.
+
+The stream file is written on every request's path, so it is cheap to
+write: chunks of rows, each a 4-byte little-endian length and the rows in
+Python's `marshal` format (written and read by the same interpreter;
+`marshal` is not meant for untrusted files, and this one never leaves the
+machine that wrote it). `SampleReader` follows it while it grows, which is
+how the live display and the Prometheus endpoint follow a run; afterwards
+`loadprobe run` keeps the samples as JSON lines (`samples.jsonl`, one array
+per row) beside the report. `python -m loadprobe.samples FILE` prints a
+stream file as JSON lines. Neither Locust nor gevent is imported here.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Sequence
+import marshal
+import sys
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 from loadprobe.verdict import Sample
 
@@ -182,14 +193,23 @@ def _text(value: object) -> str | None:
     return None if value is None else str(value)
 
 
+def write_chunk(handle: IO[bytes], rows: Sequence[Row]) -> None:
+    """Append rows to a stream file (one chunk)."""
+    data = marshal.dumps(list(rows))
+    handle.write(len(data).to_bytes(4, "little") + data)
+
+
 @dataclass
 class SampleReader:
-    """Follows one sample file as it grows; `read()` returns the new records."""
+    """Follows one stream file as it grows; `read()` returns the new records
+    (and, with ``keep=True``, keeps every row for `rows`)."""
 
     path: Path
+    keep: bool = False
+    rows: list[Row] = field(default_factory=list)
+    skipped: int = 0
     _offset: int = 0
     _partial: bytes = b""
-    skipped: int = field(default=0)
 
     def read(self) -> list[Record]:
         try:
@@ -200,19 +220,48 @@ class SampleReader:
             return []
         self._offset += len(chunk)
         data = self._partial + chunk
-        lines = data.split(b"\n")
-        self._partial = lines.pop()
         out: list[Record] = []
-        for raw in lines:
-            if not raw.strip():
-                continue
-            records = decode(raw.decode("utf-8", errors="replace"))
-            if records:
-                out.extend(records)
-            else:
+        pos = 0
+        while len(data) - pos >= 4:
+            size = int.from_bytes(data[pos : pos + 4], "little")
+            if len(data) - pos - 4 < size:
+                break  # the rest of this chunk is still being written
+            try:
+                rows = marshal.loads(data[pos + 4 : pos + 4 + size])
+            except (ValueError, EOFError, TypeError):
+                rows = None
+            pos += 4 + size
+            if not isinstance(rows, list):
                 self.skipped += 1
+                continue
+            for row in rows:
+                records = from_row(row)
+                if not records:
+                    self.skipped += 1
+                    continue
+                out.extend(records)
+                if self.keep:
+                    self.rows.append(row)
+        self._partial = data[pos:]
         return out
 
 
-def read_all(path: Path) -> Iterator[Record]:
-    yield from SampleReader(path).read()
+def read_all(path: Path) -> list[Record]:
+    """Every record of a stream file."""
+    return SampleReader(path).read()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Print a stream file as JSON lines."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) != 1:
+        print("usage: python -m loadprobe.samples STREAM-FILE", file=sys.stderr)
+        return 2
+    reader = SampleReader(Path(args[0]), keep=True)
+    reader.read()
+    sys.stdout.write(encode(reader.rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

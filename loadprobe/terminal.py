@@ -45,7 +45,7 @@ from typing import Any, cast
 import gevent
 from locust import SequentialTaskSet, events, task
 from locust.contrib.fasthttp import FastHttpUser, FastResponse
-from locust.exception import InterruptTaskSet
+from locust.exception import CatchResponseError, InterruptTaskSet
 from locust.runners import WorkerRunner
 
 from loadprobe import scenario as scenario_mod
@@ -226,6 +226,10 @@ class TerminalBase(FastHttpUser):
         self.network_timeout = sc.request_timeout
         self.connection_timeout = sc.request_timeout
         super().__init__(environment)
+        # The session reports each request to `_held` instead of to Locust, so
+        # that `call` can judge the answer first (cheaper than catch_response).
+        self._held = _HeldRequest()
+        self.client.request_event = self._held
         self.scenario = sc
         self.state = TerminalState()
         self.terminal = self._number()
@@ -306,32 +310,35 @@ class TerminalBase(FastHttpUser):
         all_headers = headers
         if self.state.token:
             all_headers = {**(headers or {}), "Authorization": f"Bearer {self.state.token}"}
-        resp: FastResponse
-        with self.client.request(
+        self._tx_whole = self._tx_whole or whole
+        resp = self.client.request(
             method,
             path,
             name=name,
             headers=all_headers,
             json=json,
-            catch_response=True,
             context=_WHOLE if whole else _PART,
-        ) as resp:
-            self._tx_whole = self._tx_whole or whole
-            reason = None if resp.status_code in expect else _problem(resp, expect)
-            if reason is None and check is not None:
-                try:
-                    reason = check(resp)
-                except StepFailed as exc:
-                    reason = str(exc)
-            if reason is not None:
-                reason = f"{step or self._tx}: {reason}"
-                if whole:
-                    self._tx_whole_reason = reason
-                cast(Any, resp).failure(reason)
-                raise StepFailed(reason)
-            cast(Any, resp).success()
-            # Locust measured the body already (reading resp.content again costs).
-            self._tx_bytes += int(cast(Any, resp).request_meta.get("response_length") or 0)
+        )
+        meta, self._held.meta = self._held.meta, None
+        reason = None if resp.status_code in expect else _problem(resp, expect)
+        if reason is None and check is not None:
+            try:
+                reason = check(resp)
+            except StepFailed as exc:
+                reason = str(exc)
+            except Exception as exc:  # a check that trips over a malformed answer
+                reason = f"{type(exc).__name__}: {exc}"
+        if reason is not None:
+            reason = f"{step or self._tx}: {reason}"
+            if whole:
+                self._tx_whole_reason = reason
+        if meta is not None:
+            # Judged: now Locust (and the recorder) hear of it, with our verdict.
+            meta["exception"] = None if reason is None else CatchResponseError(reason)
+            self.environment.events.request.fire(**meta)
+            self._tx_bytes += int(meta.get("response_length") or 0)
+        if reason is not None:
+            raise StepFailed(reason)
         return resp
 
     # --- the five transactions ----------------------------------------------------------------
@@ -490,6 +497,19 @@ class TerminalBase(FastHttpUser):
         finally:
             self._enter(previous)
             self.state.token = None
+
+
+class _HeldRequest:
+    """Stands in for the session's request event: holds the figures of the
+    request just made until the terminal has checked its answer."""
+
+    __slots__ = ("meta",)
+
+    def __init__(self) -> None:
+        self.meta: dict[str, Any] | None = None
+
+    def fire(self, **meta: Any) -> None:
+        self.meta = meta
 
 
 class Transaction:

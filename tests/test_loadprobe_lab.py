@@ -20,6 +20,9 @@ from typing import Any
 import pytest
 from labtools import ROOT, Lab, http_get, needs_root, wait_for
 
+from loadprobe.orchestrate import STREAM_NAME
+from loadprobe.samples import TxRecord, read_all
+
 pytestmark = [needs_root, pytest.mark.lab]
 
 TOWN = "nishiki"
@@ -240,9 +243,9 @@ def test_the_application_stopped_mid_run_gives_a_failing_complete_report(
         stderr=subprocess.PIPE,
         text=True,
     )  # fmt: skip
-    samples = out / "primary" / "samples.jsonl"
+    stream = out / "primary" / STREAM_NAME
     wait_for(
-        lambda: samples.exists() and samples.read_text().count('["t"') >= 6,
+        lambda: sum(isinstance(r, TxRecord) for r in read_all(stream)) >= 6,
         timeout=40,
         step=0.2,
         what="the first transactions",
@@ -275,8 +278,8 @@ def test_ctrl_c_puts_the_routes_back_and_still_reports(lab: Lab, tmp_path: Path)
         stderr=subprocess.PIPE,
         text=True,
     )  # fmt: skip
-    samples = out / "backup" / "samples.jsonl"
-    wait_for(lambda: samples.exists() and samples.stat().st_size > 0, timeout=40, what="samples")
+    stream = out / "backup" / STREAM_NAME
+    wait_for(lambda: read_all(stream), timeout=40, what="samples")
     assert {r["dev"] for r in routes(netns)} == {"flets0"}  # pinned while it runs
     run.send_signal(signal.SIGINT)
     stdout, stderr = run.communicate(timeout=120)

@@ -25,6 +25,9 @@ import httpx
 import pytest
 from test_target_api import PASSWORD, TargetServer, start_target, stop_target
 
+from loadprobe.orchestrate import STREAM_NAME
+from loadprobe.samples import TxRecord, read_all
+
 REPO = Path(__file__).resolve().parents[1]
 FAST = ["--think-time", "30ms,120ms", "--no-lab", "--quiet"]
 
@@ -133,8 +136,8 @@ def test_every_terminal_logs_on_as_itself(
     terminals = set()
     for line in (out / "run" / "samples.jsonl").read_text().splitlines():
         row = json.loads(line)
-        if row[0] == "t":
-            terminals.add(row[6])
+        if row[0] in ("t", "w"):
+            terminals.add(row[-1])
     assert terminals == set(range(1, 11))
 
 
@@ -213,9 +216,9 @@ def test_workers_share_the_terminals(target: TargetServer, tmp_path: Path) -> No
         "master.log", "samples.jsonl", "worker-1.log", "worker-2.log",
     ]  # fmt: skip
     terminals = {
-        row[6]
+        row[-1]
         for row in map(json.loads, (tmp_path / "run" / "samples.jsonl").read_text().splitlines())
-        if row[0] == "t"
+        if row[0] in ("t", "w")
     }
     assert terminals == {1, 2, 3, 4}
 
@@ -278,10 +281,10 @@ def test_a_target_stopped_mid_run_fails_with_a_complete_report(tmp_path: Path) -
     ]  # fmt: skip
     proc = subprocess.Popen(argv, cwd=REPO, env=env(), stdout=subprocess.PIPE, text=True)
     try:
-        samples = out / "run" / "samples.jsonl"
+        stream = out / "run" / STREAM_NAME
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            if samples.exists() and samples.read_text().count('["t"') >= 8:
+            if sum(isinstance(r, TxRecord) for r in read_all(stream)) >= 8:
                 break
             time.sleep(0.2)
         server.process.send_signal(signal.SIGKILL)

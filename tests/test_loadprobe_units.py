@@ -147,17 +147,28 @@ def test_sample_rows_round_trip() -> None:
     assert samples.decode('["x", 1]') == []
 
 
-def test_reader_follows_a_growing_file_line_by_line(tmp_path: Path) -> None:
-    path = tmp_path / "samples.jsonl"
-    reader = samples.SampleReader(path)
+def test_reader_follows_a_growing_stream(tmp_path: Path) -> None:
+    path = tmp_path / "samples.stream"
+    reader = samples.SampleReader(path, keep=True)
     assert reader.read() == []  # not there yet
-    line = samples.encode([samples.users_row(1.0, 2)])
-    path.write_text(line + line[:5])
+    with path.open("wb") as handle:
+        samples.write_chunk(handle, [samples.users_row(1.0, 2)])
+        samples.write_chunk(handle, [samples.request_row(2.0, "logon", "logon", 0.1, True, None)])
+    data = path.read_bytes()
+    cut = len(data) - 5
+    path.write_bytes(data[:cut])  # the second chunk is still being written
     assert reader.read() == [samples.UsersRecord(1.0, 2)]
-    with path.open("a") as handle:
-        handle.write(line[5:] + "garbage\n")
-    assert reader.read() == [samples.UsersRecord(1.0, 2)]
+    path.write_bytes(data)
+    [request] = reader.read()
+    assert isinstance(request, samples.RequestRecord)
+    assert reader.read() == []
+    with path.open("ab") as handle:
+        samples.write_chunk(handle, [("x", 1), samples.end_row(3.0)])
+    assert reader.read() == [samples.EndRecord(3.0)]
     assert reader.skipped == 1
+    assert len(reader.rows) == 3
+    assert len(samples.read_all(path)) == 3
+    assert samples.encode(reader.rows).count("\n") == 3
 
 
 # --- content checks ---------------------------------------------------------------------------

@@ -67,7 +67,8 @@ def render(report: Mapping[str, Any]) -> str:
         f"<h1>{escape(title)}</h1>",
         f"<div class='muted'>{escape(_when(runs))}</div>",
         f"<div class='verdict {'pass' if ok else 'fail'}'><b>{'PASS' if ok else 'FAIL'}</b>"
-        f"{escape(str(report.get('summary', '')))}</div>",
+        f"{escape(str(report.get('summary', '')).removeprefix('PASS: ').removeprefix('FAIL: '))}"
+        "</div>",
     ]
     out.append(_runs_table(runs))
     for run in runs:
@@ -280,6 +281,7 @@ def _over_time(name: str, runs: Sequence[Mapping[str, Any]], sla: Mapping[str, A
     refs, note = _limit_ref(sla, highest, "y")
     return chart(
         title=f"{name}: response time over the run",
+        x_range=(0.0, max([1.0, *(float(r.get("duration_seconds") or 0) for r in runs)])),
         series=series,
         x_format="clock",
         y_format="seconds",

@@ -79,12 +79,15 @@ def linear_ticks(lo: float, hi: float, target: int = 5) -> list[float]:
 
 
 def log_ticks(lo: float, hi: float) -> list[float]:
-    ticks = []
-    for exponent in range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1):
-        for mantissa in (1, 2, 5):
-            value = mantissa * 10.0**exponent
-            if lo <= value <= hi:
-                ticks.append(value)
+    """1-2-5 ticks per decade; every integer mantissa on a narrow range, only the
+    powers of ten on a wide one."""
+    exponents = range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1)
+    for mantissas in ((1, 2, 5), (1, 2, 3, 4, 5, 6, 7, 8, 9)):
+        ticks = [
+            round(m * 10.0**e, 12) for e in exponents for m in mantissas if lo <= m * 10.0**e <= hi
+        ]
+        if len(ticks) >= 3:
+            break
     if len(ticks) > 9:
         ticks = [t for t in ticks if f"{t:e}".startswith("1")]
     return ticks
@@ -128,7 +131,7 @@ def chart(
         "fraction": fmt_fraction,
     }
     fx, fy = formats[x_format], formats[y_format]
-    left, right, top, bottom = 62, 12, 26, 38
+    left, right, top, bottom = 62, 12, (36 if note else 26), 38
     xs = [p[0] for s in series for p in (*s.points, *s.failed)]
     ys = [p[1] for s in series for p in (*s.points, *s.failed)]
     parts = [
@@ -191,9 +194,12 @@ def chart(
             )
         else:
             x = ax(ref.value)
+            near_right = x > (left + width - right) / 2
+            anchor, dx = ("end", -3) if near_right else ("start", 3)
             parts.append(
                 f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{plot_top}" y2="{plot_bottom}" class="r"/>'
-                f'<text x="{x + 3:.1f}" y="{plot_top + 10}" class="rl">{escape(ref.label)}</text>'
+                f'<text x="{x + dx:.1f}" y="{plot_top + 22}" text-anchor="{anchor}" class="rl">'
+                f"{escape(ref.label)}</text>"
             )
     for s in series:
         pts = [(ax(x), ay(y)) for x, y in s.points]
@@ -239,7 +245,7 @@ def chart(
         )
     if note:
         parts.append(
-            f'<text x="{width - right}" y="16" text-anchor="end" class="n">{escape(note)}</text>'
+            f'<text x="{width - right}" y="29" text-anchor="end" class="n">{escape(note)}</text>'
         )
     parts.append("</svg>")
     return "".join(parts)
