@@ -175,19 +175,13 @@ def _dst(route: Any) -> str:
     return f"{route.get_attr('RTA_DST')}/{route['dst_len']}"
 
 
-class CommandBackend:
-    """Runs ARGV... TOWN FROM TO REASON (no shell), also passed in the
-    environment as NETWATCH_TOWN, NETWATCH_FROM, NETWATCH_TO, NETWATCH_REASON.
-    A failure is retried with backoff, then reported."""
+class _Elsewhere:
+    """A backend whose routes live elsewhere (or nowhere): nothing to set up
+    here, and the current path is the last one it applied."""
 
-    name = "command"
+    name = "elsewhere"
 
-    def __init__(self, argv: Sequence[str], *, timeout: float = 10.0, attempts: int = 3) -> None:
-        if not argv:
-            raise UserError("the command route backend needs --route-command")
-        self.argv = list(argv)
-        self.timeout = timeout
-        self.attempts = attempts
+    def __init__(self) -> None:
         self.last: str | None = None
 
     async def setup(self) -> None:
@@ -195,6 +189,28 @@ class CommandBackend:
 
     async def current(self) -> str | None:
         return self.last
+
+    async def withdraw(self) -> None:
+        return None
+
+    async def aclose(self) -> None:
+        return None
+
+
+class CommandBackend(_Elsewhere):
+    """Runs ARGV... TOWN FROM TO REASON (no shell), also passed in the
+    environment as NETWATCH_TOWN, NETWATCH_FROM, NETWATCH_TO, NETWATCH_REASON.
+    A failure is retried with backoff, then reported."""
+
+    name = "command"
+
+    def __init__(self, argv: Sequence[str], *, timeout: float = 10.0, attempts: int = 3) -> None:
+        super().__init__()
+        if not argv:
+            raise UserError("the command route backend needs --route-command")
+        self.argv = list(argv)
+        self.timeout = timeout
+        self.attempts = attempts
 
     async def apply(self, change: RouteChange) -> None:
         args = [*self.argv, change.town, change.old or "", change.new, change.reason]
@@ -238,31 +254,10 @@ class CommandBackend:
                 delay *= 2
         raise RouteError(f"route command failed {self.attempts} times: {failure}")
 
-    async def withdraw(self) -> None:
-        return None
 
-    async def aclose(self) -> None:
-        return None
-
-
-class DryRunBackend:
+class DryRunBackend(_Elsewhere):
     name = "dry-run"
-
-    def __init__(self) -> None:
-        self.last: str | None = None
-
-    async def setup(self) -> None:
-        return None
-
-    async def current(self) -> str | None:
-        return self.last
 
     async def apply(self, change: RouteChange) -> None:
         log.info("dry-run: would route %s via %s (%s)", change.town, change.new, change.reason)
         self.last = change.new
-
-    async def withdraw(self) -> None:
-        return None
-
-    async def aclose(self) -> None:
-        return None
