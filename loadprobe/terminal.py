@@ -33,6 +33,7 @@ import hashlib
 import itertools
 import json
 import logging
+import os
 import random
 import re
 import time
@@ -112,6 +113,10 @@ def _add_options(parser: Any, **_: Any) -> None:
 def _scenario(topology: str, town: str, host: str, think: str) -> Scenario:
     from netwatch.topology import TopologyError, load
 
+    if not os.path.exists(topology):
+        # A worker on another machine gets the master's path, which may not
+        # exist here: use this machine's own topology file instead.
+        topology = os.environ.get("LOADPROBE_TOPOLOGY") or "topology.yaml"
     try:
         topo = load(topology)
     except TopologyError as exc:

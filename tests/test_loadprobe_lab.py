@@ -168,7 +168,7 @@ def test_an_impossible_threshold_fails_and_names_the_transaction(lab: Lab, tmp_p
     before = routes(netns)
     done = loadprobe(
         "run", "--town", TOWN, "--path", "backup", "--terminals", "2", "--duration", "4s",
-        "--sla", "certificate.p99=1ms", "--report-dir", str(tmp_path), *SHORT,
+        "--sla", "certificate.p99=1ms", "--workers", "2", "--report-dir", str(tmp_path), *SHORT,
     )  # fmt: skip
     assert done.returncode == 1, done.stdout + done.stderr
     assert "FAIL  backup: certificate p99 <= 1ms" in done.stdout

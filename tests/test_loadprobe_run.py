@@ -223,6 +223,43 @@ def test_workers_share_the_terminals(target: TargetServer, tmp_path: Path) -> No
     assert terminals == {1, 2, 3, 4}
 
 
+def test_a_remote_worker_gets_its_orders_from_the_master(
+    target: TargetServer, tmp_path: Path
+) -> None:
+    """A worker started by hand, as on another machine: no options but
+    --worker, another directory (no topology.yaml there), its own password."""
+    port = free_port()
+    argv = [
+        sys.executable, "-m", "loadprobe.cli", "run", "--town", "tsuno", "--host", target.url,
+        "--terminals", "4", "--duration", "4s", "--workers", "1", "--remote-workers", "1",
+        "--master-port", str(port), "--no-metrics", "--report-dir", str(tmp_path / "r"), *FAST,
+    ]  # fmt: skip
+    run = subprocess.Popen(argv, cwd=REPO, env=env(), stdout=subprocess.PIPE, text=True)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "locust", "-f", str(REPO / "loadprobe" / "locustfile.py"),
+         "--worker", "--master-host", "127.0.0.1", "--master-port", str(port)],
+        cwd=elsewhere,
+        env={**env(), "LOADPROBE_TOPOLOGY": str(REPO / "topology.yaml")},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        stdout, _ = run.communicate(timeout=120)
+        assert worker.wait(timeout=30) == 0
+    finally:
+        for proc in (run, worker):
+            if proc.poll() is None:
+                proc.kill()
+    assert run.returncode == 0, stdout
+    rows = [
+        json.loads(line)
+        for line in (tmp_path / "r" / "run" / "samples.jsonl").read_text().splitlines()
+    ]
+    assert {row[-1] for row in rows if row[0] in ("t", "w")} == {1, 2, 3, 4}
+
+
 def test_wrong_credentials_exit_2_in_one_line(target: TargetServer, tmp_path: Path) -> None:
     out = tmp_path / "report"
     done = loadprobe(
