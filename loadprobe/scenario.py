@@ -31,7 +31,8 @@ class Scenario:
     town: str
     population: int  # residents of the town: the rows a tax batch must count
     base_url: str
-    terminals: int
+    terminals: int  # simulated terminals
+    accounts: int  # the town's terminal accounts (towns[].terminals): logons wrap around them
     duration: float  # seconds
     think_min: float  # seconds between two transactions of one terminal
     think_max: float
@@ -97,6 +98,7 @@ def from_topology(
         population=town.population,
         base_url=(base_url or lt.base_url).rstrip("/"),
         terminals=terminals or lt.terminals,
+        accounts=town.terminals,
         duration=duration or lt.duration,
         think_min=think[0],
         think_max=think[1],

@@ -250,12 +250,14 @@ class TerminalBase(FastHttpUser):
         return random.uniform(self.scenario.think_min, self.scenario.think_max)
 
     def _number(self) -> int:
-        """1..terminals, distinct across worker processes (see --terminal-stride)."""
+        """1..accounts, distinct across worker processes (see --terminal-stride)."""
         runner = self.environment.runner
         offset = runner.worker_index if isinstance(runner, WorkerRunner) else 0
         stride = max(1, int(getattr(self.environment.parsed_options, "terminal_stride", 1) or 1))
         index = next(_terminal_numbers)
-        return (index * stride + max(0, offset)) % self.scenario.terminals + 1
+        # Beyond the town's accounts (more terminals than towns[].terminals),
+        # terminals share accounts, as two sessions of one clerk would.
+        return (index * stride + max(0, offset)) % self.scenario.accounts + 1
 
     def on_start(self) -> None:
         # Terminals do not all press the same key in the same millisecond.

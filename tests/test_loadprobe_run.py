@@ -284,6 +284,10 @@ def test_wrong_credentials_exit_2_in_one_line(target: TargetServer, tmp_path: Pa
         (["--town", "nishiki", "--sla", "logon.p95"], "TRANSACTION.KEY=VALUE"),
         (["--town", "nishiki", "--host", "http://127.0.0.1:1"], "unreachable"),
         (["--town", "nishiki", "--baseline", "/nonexistent"], "not a loadprobe report"),
+        (
+            ["--town", "nishiki", "--path", "backup", "--host", "http://127.0.0.1:1"],
+            "goes over no town path (dev lo), not backup",
+        ),
     ],
 )
 def test_bad_input_exits_2_in_one_line(args: list[str], message: str, tmp_path: Path) -> None:

@@ -39,7 +39,7 @@ def test_scenario_comes_from_the_topology() -> None:
     assert sc.town == "nishiki"
     assert sc.population == 11_407
     assert sc.base_url == "http://10.200.0.10:8080"
-    assert sc.terminals == 10
+    assert sc.terminals == sc.accounts == 10
     assert sc.duration == 300
     assert (sc.think_min, sc.think_max) == (2.0, 5.0)
     assert sc.user(7) == "nishiki-t07"
