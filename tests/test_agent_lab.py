@@ -146,17 +146,20 @@ def start_agent(lab: Lab, topology: Path, tmp_path: Path) -> Iterator[Starter]:
 def _reset_town(lab: Lab, town_id: str) -> None:
     """Links back to their profile and uncut, routes back on the primary."""
     town = lab.topo.town(town_id)
+    netns = lab.plan.nodes[town_id].netns
     for path in town.paths:
         netwatch("lab", "impair", town_id, path.name, "--reset", "--run-dir", lab.run_dir)
         netwatch("lab", "restore", town_id, path.name, "--run-dir", lab.run_dir)
-    netns = lab.plan.nodes[town_id].netns
+        subprocess.run(["ip", "-n", netns, "link", "set", path.interface, "up"], check=True)
     primary = town.primary
     for prefix in lab.topo.routed_prefixes:
-        subprocess.run(
-            ["ip", "-n", netns, "route", "replace", str(prefix), "via", str(primary.gateway),
-             "dev", primary.interface, "proto", "91", "src", str(primary.address.ip)],
-            check=True,
-        )  # fmt: skip
+        for path, table in [(primary, "main"), *((p, str(p.table)) for p in town.paths)]:
+            subprocess.run(
+                ["ip", "-n", netns, "route", "replace", str(prefix), "via", str(path.gateway),
+                 "dev", path.interface, "proto", "91", "src", str(path.address.ip),
+                 "table", table],
+                check=True,
+            )  # fmt: skip
 
 
 def _lab(*args: str, lab: Lab) -> None:
@@ -532,3 +535,39 @@ def test_each_probe_kind_crosses_its_own_path(lab: Lab, cut: str) -> None:
     for key, ok in outcome.items():
         path = key.split("/")[0]
         assert ok is (path != cut), (key, outcome)
+
+
+# --- a link going down ---------------------------------------------------------------
+
+
+def test_an_interface_going_down_fails_over_at_once(lab: Lab, start_agent: Starter) -> None:
+    # Carrier or admin state, reported by netlink: no probe has to time out.
+    agent = start_agent("tsuno")
+    town = lab.topo.town("tsuno")
+    primary = town.primary
+    with _observer(lab, "tsuno") as obs:
+        time.sleep(0.3)
+        down = time.monotonic()
+        subprocess.run(
+            ["ip", "-n", agent.netns, "link", "set", primary.interface, "down"], check=True
+        )
+        moved = _wait_dev(agent.netns, "flets0", timeout=1.0)
+        outage = _outage_after(obs, down)
+    assert moved < 0.1, moved  # the kernel's link event, not three probe rounds
+    assert outage < 0.3, outage
+    assert f"link {primary.interface} down" in agent.log_text()
+    # The kernel drops the path's own routes with the link; the agent puts
+    # them back when it comes up, then fails back after the hold-down.
+    subprocess.run(["ip", "-n", agent.netns, "link", "set", primary.interface, "up"], check=True)
+
+    def table_back() -> bool:
+        out = subprocess.run(
+            ["ip", "-n", agent.netns, "route", "show", "table", str(primary.table)],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        return primary.interface in out
+
+    wait_for(table_back, timeout=3, what="the primary's own routing table to be restored")
+    _wait_dev(agent.netns, "lgwan0", timeout=HOLDDOWN + 5)

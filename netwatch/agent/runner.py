@@ -272,14 +272,22 @@ class Agent:
 
     async def _link_loop(self) -> None:
         try:
+            seen_down: set[str] = set()
             async for ifname, up in watch_links(list(self.by_interface)):
                 path = self.by_interface[ifname]
                 t = self.clock.now()
                 if up:
                     self.health[path].link_up(t)
+                    if ifname in seen_down:
+                        seen_down.discard(ifname)
+                        # The kernel dropped every route through the interface
+                        # when it went down, the path's own table included:
+                        # without it the path's probes would follow the main
+                        # table, over the other path.
+                        await self._restore_path_tables(ifname)
                     continue
-                state = "missing" if ifname else "down"
-                transition = self.health[path].link_down(t, f"link {ifname} {state}")
+                seen_down.add(ifname)
+                transition = self.health[path].link_down(t, f"link {ifname} down")
                 if transition is not None:
                     self._on_transition(transition)
                     await self._decide(t)
@@ -287,6 +295,13 @@ class Agent:
             raise
         except Exception as exc:  # probes still cover a lost netlink socket
             log.error("link watch stopped (%r); probes alone detect failures now", exc)
+
+    async def _restore_path_tables(self, ifname: str) -> None:
+        try:
+            await self.backend.setup()
+            log.info("link %s up: per-path routes restored", ifname)
+        except RouteError as exc:
+            log.error("link %s up, but its per-path routes could not be restored: %s", ifname, exc)
 
     # --- decisions -------------------------------------------------------------
 
