@@ -431,3 +431,23 @@ def test_reconnect_after_a_route_change_loses_no_event(broker: Broker, tmp_path:
         pub.reconnect()  # not running: harmless
 
     run(scenario())
+
+
+def test_a_state_replaced_faster_than_acknowledged_never_holds_events_back(
+    broker: Broker, tmp_path: Path
+) -> None:
+    # The agent refreshes its state often; events must still go out.
+    sent = events(5)
+
+    async def scenario() -> None:
+        async with recording(broker, EVENTS) as rec, publisher(broker.url, tmp_path) as pub:
+            await until(lambda: pub.connected, "connected")
+            for event in sent:
+                pub.publish_event(event)
+            deadline = time.monotonic() + 5.0
+            while len(rec.messages) < 5 and time.monotonic() < deadline:
+                pub.publish_state(state("flets" if len(rec.messages) % 2 else "lgwan"))
+                await asyncio.sleep(0)  # a new state on every turn of the loop
+            assert delivered(rec.messages) == sent
+
+    run(scenario())

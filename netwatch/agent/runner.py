@@ -135,6 +135,8 @@ class Agent:
         self._last_down: dict[str, Transition] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._alarm_reported = False
+        self._state_key: object = None
+        self._state_sent = float("-inf")
         self.rounds = 0
 
     # --- life cycle ---------------------------------------------------------
@@ -409,7 +411,16 @@ class Agent:
             icmp_ignored=dict(icmp.counters) if icmp else {},
         )
         if sink is not None:
-            sink.publish_state(self._state_message(t))
+            # The retained state is the current truth: send it when a decision
+            # changes, and every STATE_REFRESH_S for the figures; not per round.
+            key = (
+                self.snapshot.active,
+                self.snapshot.all_down,
+                tuple((n, p.state, p.damped) for n, p in self.snapshot.paths.items()),
+            )
+            if key != self._state_key or t - self._state_sent >= STATE_REFRESH_S:
+                self._state_key, self._state_sent = key, t
+                sink.publish_state(self._state_message(t))
 
     def _state_message(self, t: float) -> messages.StateMessage:
         assert self.snapshot is not None

@@ -354,10 +354,12 @@ class Publisher:
         if not self._stop.is_set():
             await self._send_online(client, online=True)
         while not self._stop.is_set():
-            if self._state_dirty:
-                await self._send_state(client)
-            elif item := self._next_event():
+            # Events first: they are rare and ordered, while a state replaced
+            # faster than the broker acknowledges it would never let them by.
+            if item := self._next_event():
                 await self._send_event(client, item)
+            elif self._state_dirty:
+                await self._send_state(client)
             elif (metrics := self._metrics) is not None:
                 self._metrics = None
                 await client.publish(topic(self.town, Kind.METRICS), metrics, qos=0)
