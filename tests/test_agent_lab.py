@@ -216,9 +216,16 @@ def test_primary_cut_fails_over_within_a_second(lab: Lab, start_agent: Starter) 
         )[0]
         assert (event["from_path"], event["to_path"]) == ("primary", "backup")
         assert 0 < event["duration_s"] < 1.0
-        state = retained(lab, "netwatch/v1/nishiki/state")
-        assert state is not None
-        assert state["active_path"] == "backup"
+        # The publisher sends events before state: the new state follows.
+        state = wait_for(
+            lambda: (
+                (s := retained(lab, "netwatch/v1/nishiki/state")) is not None
+                and s["active_path"] == "backup"
+                and s
+            ),
+            timeout=5,
+            what="the retained state to name the backup",
+        )
         assert state["paths"]["primary"]["state"] == "DOWN"
         assert agent.active() == "backup"
         assert agent.metric("netwatch_failovers_total", to="backup", reason="failover") == 1

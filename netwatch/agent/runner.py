@@ -135,6 +135,7 @@ class Agent:
         self._last_down: dict[str, Transition] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._alarm_reported = False
+        self._outbox: list[messages.EventMessage] = []
         self._state_key: object = None
         self._state_sent = float("-inf")
         self.rounds = 0
@@ -421,6 +422,7 @@ class Agent:
             if key != self._state_key or t - self._state_sent >= STATE_REFRESH_S:
                 self._state_key, self._state_sent = key, t
                 sink.publish_state(self._state_message(t))
+        self._flush_events()  # after the decision they belong to is applied
 
     def _state_message(self, t: float) -> messages.StateMessage:
         assert self.snapshot is not None
@@ -459,7 +461,9 @@ class Agent:
     ) -> None:
         if self.sink is None:
             return
-        self.sink.publish_event(
+        # Queued, not published: publishing writes the event to the spool
+        # with an fsync, and a route change must never wait for a disk.
+        self._outbox.append(
             messages.EventMessage(
                 town=self.town.id,
                 ts=self.clock.wall(at if at is not None else self.clock.now()),
@@ -472,6 +476,12 @@ class Agent:
                 details=details,
             )
         )
+
+    def _flush_events(self) -> None:
+        if self.sink is None:
+            return
+        while self._outbox:
+            self.sink.publish_event(self._outbox.pop(0))
 
     async def _state_loop(self) -> None:
         next_metrics = self.clock.now() + self.settings.metrics_period_s
