@@ -26,9 +26,11 @@ between cuts, never the failover that is measured).
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import os
 import random
+import socket
 import statistics
 import subprocess
 import sys
@@ -40,11 +42,15 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
+from loadprobe import netpath
 from netwatch.emulator.control import EmulatorClient
+from netwatch.emulator.netns import entered
 from netwatch.lab.build import control_socket
 from netwatch.lab.observer import DataPlaneObserver
 from netwatch.lab.plan import make_plan
+from netwatch.lab.procs import wait_until
 from netwatch.topology import Topology, load
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -73,40 +79,29 @@ def bench_topology(directory: Path) -> Path:
 
 
 def route_dev(netns: str) -> str | None:
-    out = sh("ip", "-n", netns, "-j", "route", "get", PREFIX_PROBE, check=False)
-    try:
-        return str(json.loads(out)[0]["dev"])
-    except (ValueError, IndexError, KeyError):
-        return None
-
-
-def wait_for(condition: Any, timeout: float, step: float = 0.005) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(step)
-    return False
+    return netpath.route_dev(PREFIX_PROBE, netns)
 
 
 def agent_metric(netns: str, name: str) -> float | None:
-    out = sh(
-        "ip",
-        "netns",
-        "exec",
-        netns,
-        sys.executable,
-        "-c",
-        "import urllib.request,sys;"
-        "sys.stdout.write(urllib.request.urlopen('http://127.0.0.1:9470/metrics',timeout=2)"
-        ".read().decode())",
-        check=False,
-    )
-    total = None
-    for line in out.splitlines():
-        if line.startswith(name) and not line.startswith("#"):
-            total = (total or 0.0) + float(line.rsplit(" ", 1)[1])
-    return total
+    """Sum of a metric's samples on the town agent's Prometheus endpoint."""
+    with entered(netns):
+        sock = socket.create_connection(("127.0.0.1", 9470), timeout=2)
+    conn = http.client.HTTPConnection("127.0.0.1", 9470, timeout=2)
+    conn.sock = sock
+    try:
+        conn.request("GET", "/metrics")
+        text = conn.getresponse().read().decode()
+    except OSError:
+        return None
+    finally:
+        conn.close()
+    values = [
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name
+    ]
+    return sum(values) if values else None
 
 
 @dataclass
@@ -143,21 +138,23 @@ def run_town(
     rng = random.Random(town_id)
     with DataPlaneObserver(netns, str(plan.app_address), plan.app_port) as obs:
         for i in range(cuts):
-            if not wait_for(lambda: route_dev(netns) == primary_if, back_max, 0.05):
+            if not wait_until(lambda: route_dev(netns) == primary_if, timeout=back_max, step=0.05):
                 with lock:
                     out.failures.append(f"{town_id} cut {i}: never back on the primary")
                 return
             time.sleep(rng.uniform(1.0, 2.0))  # a random phase against the probe cadence
             cut_at = time.monotonic()
             client.cut()
-            if not wait_for(lambda: route_dev(netns) == backup_if, detect_max):
+            if not wait_until(
+                lambda: route_dev(netns) == backup_if, timeout=detect_max, step=0.005
+            ):
                 with lock:
                     out.failures.append(f"{town_id} cut {i}: no failover in {detect_max:g} s")
                 client.restore()
                 continue
             routed = time.monotonic()
             flowing_after = routed + 0.2
-            wait_for(lambda: (obs.last_ok() or 0) > flowing_after, 5.0, 0.01)  # noqa: B023
+            wait_until(lambda: (obs.last_ok() or 0) > flowing_after, timeout=5.0, step=0.01)  # noqa: B023
             outage = obs.longest_gap(since=cut_at - 0.5)
             agent_s = agent_metric(netns, "netwatch_last_failover_duration_seconds")
             client.restore()

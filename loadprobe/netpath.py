@@ -76,13 +76,27 @@ def path_of(town: Town, dev: str | None, gateway: str | None) -> str | None:
     return None
 
 
-def lookup(destination: str, town: Town, netns: str | None = None) -> Lookup:
+def route_get(destination: str, netns: str | None = None) -> dict[str, Any]:
+    """`ip -j route get DESTINATION` (inside `netns`): the kernel's answer."""
     out = run_ip(["-j", "route", "get", destination], netns)
     try:
         entries = json.loads(out)
-        entry: dict[str, Any] = entries[0] if entries else {}
-    except (ValueError, IndexError, KeyError):
+        return dict(entries[0]) if entries else {}
+    except (ValueError, IndexError, KeyError, TypeError):
         raise RouteError(f"ip route get {destination}: unreadable answer {out!r}") from None
+
+
+def route_dev(destination: str, netns: str | None = None) -> str | None:
+    """The interface traffic to `destination` leaves by right now, or None."""
+    try:
+        dev = route_get(destination, netns).get("dev")
+    except RouteError:
+        return None
+    return str(dev) if dev is not None else None
+
+
+def lookup(destination: str, town: Town, netns: str | None = None) -> Lookup:
+    entry = route_get(destination, netns)
     dev, gateway = entry.get("dev"), entry.get("gateway")
     return Lookup(
         at=time.time(),

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from loadprobe import netpath
 from netwatch.emulator.control import EmulatorClient
 from netwatch.emulator.netns import entered
 from netwatch.lab.build import control_socket, existing_namespaces
@@ -242,16 +243,7 @@ def retained(lab: Lab, topic: str) -> dict[str, Any] | None:
 
 def route_dev(netns: str, address: str = "10.200.0.10") -> str | None:
     """The interface a town's traffic to `address` leaves by, right now."""
-    result = subprocess.run(
-        ["ip", "-n", netns, "-j", "route", "get", address],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    try:
-        return str(json.loads(result.stdout)[0]["dev"])
-    except (ValueError, IndexError, KeyError):
-        return None
+    return netpath.route_dev(address, netns)
 
 
 class RouteWatch:

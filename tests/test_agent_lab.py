@@ -184,6 +184,13 @@ def _wait_dev(netns: str, dev: str, timeout: float) -> float:
     return time.monotonic() - start
 
 
+def _traffic_flows(obs: DataPlaneObserver) -> None:
+    """Before the fault: the observer has seen traffic get through."""
+    wait_for(
+        lambda: obs.last_ok() is not None, timeout=5, step=0.01, what="traffic before the fault"
+    )
+
+
 def _outage_after(obs: DataPlaneObserver, since: float) -> float:
     """Wait until traffic flows again, then return the longest gap since `since`."""
     settled = time.monotonic()
@@ -205,7 +212,7 @@ def test_primary_cut_fails_over_within_a_second(lab: Lab, start_agent: Starter) 
     tap = MqttTap(lab, "netwatch/v1/nishiki/#", "test-cut")
     try:
         with _observer(lab, "nishiki") as obs:
-            time.sleep(0.5)
+            _traffic_flows(obs)
             cut = time.monotonic()
             _lab("cut", "nishiki", "primary", lab=lab)
             _wait_dev(agent.netns, "flets0", timeout=1.0)
@@ -321,7 +328,7 @@ def test_light_loss_and_jitter_for_two_minutes_cause_no_failover(
 def test_a_one_way_fault_fails_over_like_a_cut(lab: Lab, start_agent: Starter) -> None:
     agent = start_agent("nishiki")
     with _observer(lab, "nishiki") as obs:
-        time.sleep(0.5)
+        _traffic_flows(obs)
         cut = time.monotonic()
         _lab("cut", "nishiki", "primary", "--direction", "down", lab=lab)
         _wait_dev(agent.netns, "flets0", timeout=1.0)
@@ -342,7 +349,6 @@ def test_without_broker_the_route_still_switches_and_the_event_comes_later(
         timeout=10,
         what="the agent to reach the broker",
     )
-    time.sleep(0.5)  # the tap's session is registered with the broker
     _lab("stop", "broker", lab=lab)
     try:
         wait_for(
@@ -351,7 +357,7 @@ def test_without_broker_the_route_still_switches_and_the_event_comes_later(
             what="the agent to notice the broker is gone",
         )
         with _observer(lab, "tsuno") as obs:
-            time.sleep(0.3)
+            _traffic_flows(obs)
             cut = time.monotonic()
             cut_wall = time.time()
             _lab("cut", "tsuno", "primary", lab=lab)
@@ -554,7 +560,7 @@ def test_an_interface_going_down_fails_over_at_once(lab: Lab, start_agent: Start
     town = lab.topo.town("tsuno")
     primary = town.primary
     with _observer(lab, "tsuno") as obs:
-        time.sleep(0.3)
+        _traffic_flows(obs)
         down = time.monotonic()
         subprocess.run(
             ["ip", "-n", agent.netns, "link", "set", primary.interface, "down"], check=True
