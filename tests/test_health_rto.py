@@ -73,3 +73,54 @@ def test_slack_is_added_for_a_busy_machine() -> None:
     assert timer.timeout() == pytest.approx(0.035 + 0.035 + 0.02)
     with pytest.raises(ValueError, match="slack"):
         ProbeTimer(0.05, 0.15, slack_s=-0.01)
+
+
+def test_an_expiry_doubles_the_wait_up_to_the_cap() -> None:
+    timer = ProbeTimer(0.02, 0.25)
+    for _ in range(100):
+        timer.observe(0.012)
+    base = timer.timeout()
+    assert base == pytest.approx(0.024)
+    seen = []
+    for _ in range(6):
+        timer.expired()
+        seen.append(timer.timeout())
+    assert seen == pytest.approx([0.048, 0.096, 0.192, 0.25, 0.25, 0.25])
+
+
+def test_the_next_answer_relearns_after_back_off() -> None:
+    timer = ProbeTimer(0.02, 0.25)
+    for _ in range(100):
+        timer.observe(0.012)
+    timer.expired()
+    timer.expired()
+    timer.observe(0.072)  # a latency step: the answer that finally fitted
+    assert timer.backoff == 1
+    # the estimate itself has moved: the next probe at 72 ms fits without back-off
+    assert timer.timeout() > 0.072
+
+
+def test_a_latency_step_below_the_cap_is_answered_within_two_expiries() -> None:
+    """12 ms -> 72 ms: each probe waits what the timer says; count the probes
+    lost before one fits, then check that none is lost afterwards."""
+    timer = ProbeTimer(0.02, 0.25, slack_s=0.01)
+    for _ in range(100):
+        timer.observe(0.012)
+    lost = 0
+    for _ in range(50):
+        if timer.timeout() >= 0.072:
+            timer.observe(0.072)
+        else:
+            timer.expired()
+            lost += 1
+    assert lost <= 2
+    assert timer.timeout() > 0.072
+
+
+def test_back_off_stops_doubling_at_the_cap() -> None:
+    timer = ProbeTimer(0.02, 0.25)
+    timer.observe(0.2)
+    for _ in range(64):
+        timer.expired()
+    assert timer.timeout() == 0.25
+    assert timer.backoff <= 2

@@ -127,15 +127,15 @@ CASES = [
     ),
     Case(
         "percentage without %",
-        "fail: {loss: 20%",
-        "fail: {loss: 20",
+        "fail: {loss: 35%",
+        "fail: {loss: 35",
         "policy.profiles.fast.fail.loss",
-        "expected a percentage with a unit, like '2%', got 20",
+        "expected a percentage with a unit, like '2%', got 35",
     ),
     Case(
         "percentage over 100",
-        "fail: {loss: 20%",
-        "fail: {loss: 120%",
+        "fail: {loss: 35%",
+        "fail: {loss: 135%",
         "policy.profiles.fast.fail.loss",
         "at most 100%",
     ),
@@ -219,16 +219,52 @@ CASES = [
     Case(
         "recover loss not stricter than fail",
         "recover: {loss: 5%",
-        "recover: {loss: 25%",
+        "recover: {loss: 40%",
         "policy.profiles.fast.recover.loss",
-        "must be stricter (lower) than fail loss 20%",
+        "must be stricter (lower) than fail loss 35%",
     ),
     Case(
         "recover latency not stricter than fail",
-        "recover: {loss: 5%, latency: 150ms}",
-        "recover: {loss: 5%, latency: 300ms}",
+        "recover: {loss: 5%, latency: 90ms}",
+        "recover: {loss: 5%, latency: 100ms}",
         "policy.profiles.fast.recover.latency",
-        "must be stricter (lower) than fail latency 300ms",
+        "must be stricter (lower) than fail latency 100ms",
+    ),
+    Case(
+        "fail latency at or above the timeout",
+        "fail: {loss: 35%, latency: 100ms}",
+        "fail: {loss: 35%, latency: 250ms}",
+        "policy.profiles.fast.fail.latency",
+        "fail latency 250ms must be below the probe timeout 250ms",
+    ),
+    Case(
+        "probe interval for a kind not probed",
+        "      interval: 10s\n",
+        "      interval: 10s\n      probe_intervals: {tcp: 20s}\n",
+        "policy.profiles.mwan3-default.probe_intervals.tcp",
+        "probe kind 'tcp' is not in probes ['icmp']",
+        line_offset=1,
+    ),
+    Case(
+        "probe interval shorter than a round",
+        "probe_intervals: {tcp: 1s, http: 1s}",
+        "probe_intervals: {tcp: 10ms, http: 1s}",
+        "policy.profiles.fast.probe_intervals.tcp",
+        "10ms is shorter than the round interval 50ms",
+    ),
+    Case(
+        "every kind slower than a round",
+        "probe_intervals: {tcp: 1s, http: 1s}",
+        "probe_intervals: {icmp: 1s, tcp: 1s, http: 1s}",
+        "policy.profiles.fast.probe_intervals",
+        "at least one probe kind must be probed every round",
+    ),
+    Case(
+        "min_timeout above the timeout",
+        "min_timeout: 20ms",
+        "min_timeout: 300ms",
+        "policy.profiles.fast.min_timeout",
+        "min_timeout 300ms exceeds timeout 250ms",
     ),
     Case(
         "damping reuse above suppress",
@@ -373,7 +409,7 @@ def test_missing_key_points_at_its_parent() -> None:
 
 def test_every_problem_is_reported_not_only_the_first() -> None:
     text = GOOD.replace("gateway: 10.10.1.1", "gateway: 10.10.9.1", 1).replace(
-        "recover: {loss: 5%", "recover: {loss: 25%", 1
+        "recover: {loss: 5%", "recover: {loss: 40%", 1
     )
     with pytest.raises(TopologyError) as info:
         loads(text, "t.yaml")

@@ -13,9 +13,22 @@ counts, faster probing while a state is changing).
 Round verdicts, per state:
 
 - UP / DEGRADED: a round is *bad* when fewer than `reliability` probe kinds
-  answered, or (once the window holds `min_samples`) the window's loss
-  >= fail.loss or its RTT p50 >= fail.latency.  `fall` bad rounds in a row
-  take the path DOWN; a good round resets the count.  Only good rounds move
+  answered (a *silent* round; a round that probed fewer kinds needs them
+  all), or (once the window holds `min_samples`) the window's loss
+  >= fail.loss (with `false_alarm` set: its lower 95 % Wilson bound, so a
+  small window's chance run of losses is no failure) or its RTT p50
+  >= fail.latency.  `fall` bad rounds in a row
+  take the path DOWN; a good round resets the count.  A run of silent
+  rounds is, with `false_alarm` set, also told from random loss and from
+  latency:
+  - it must be long enough that the window's loss rate (the loss before
+    the run, so a cut does not raise its own bar) would produce it by
+    chance in at most `false_alarm` of the rounds:
+    ceil(log(false_alarm) / log(loss)) rounds, never fewer than `fall`;
+  - it must have lasted fail.latency from the first silent round's send
+    time: an echo slower than that is a failure by the policy's own words,
+    one faster may still arrive, and a late answer (`late_answer`) ends
+    the run, because the path is slow, not gone.  Only good rounds move
   the path between UP and DEGRADED (a suspect path is left to `fall`): the
   window must show loss >= degraded.loss or p50 >= degraded.latency for
   `fall` good rounds in a row to degrade it, both below for `rise` rounds
@@ -33,13 +46,15 @@ Round verdicts, per state:
   agent knows its paths within one round.
 
 A sample whose RTT exceeds the policy's timeout counts as lost, as the
-prober would have given up on it; a kind missing from a round counts as a
-lost sample too.
+prober would have given up on it.  A round holds the kinds probed in it
+(slow kinds are probed every few rounds only); a round's `t` is when its
+probes were sent, so rounds reach the core in time order.
 """
 
 from __future__ import annotations
 
 import enum
+import math
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -52,6 +67,8 @@ from netwatch.topology.units import format_duration
 __all__ = ["PathHealth", "PathSnapshot", "PathState", "Transition"]
 
 MIN_SAMPLES = 10  # the window judges a path only once it holds this many samples
+LOSS_Z = 1.64  # one-sided 95 %: a window's loss must be over fail.loss beyond chance
+MAX_ROUND_LOSS = 0.5  # above this the window's fail.loss judges, not the silent-run length
 
 
 class PathState(enum.StrEnum):
@@ -162,9 +179,16 @@ class PathHealth:
         self.failed_rounds = 0
         self.transitions = 0
         self.flaps = 0
+        self.clean_since: float | None = None  # UP (not DEGRADED) without a break since
         self._bad = 0
         self._good = 0
         self._suspected_at = 0.0
+        # the current run of silent rounds: how many, since when (send time),
+        # and the samples it put in the window (lost, count)
+        self._silent = 0
+        self._silent_since = 0.0
+        self._run_lost = 0
+        self._run_count = 0
         self._shift = 0  # rounds in a row whose window disagrees with UP / DEGRADED
         self._shift_at = 0.0
         # rounds of the current rising streak: (lost, count)
@@ -197,7 +221,7 @@ class PathHealth:
             return False
         if self.state is PathState.DOWN:
             return 0 < self._good < self.policy.rise
-        return 0 < self._bad < self.policy.fall
+        return self._bad > 0
 
     def interval(self) -> float:
         """Seconds until the next probe round should start."""
@@ -229,13 +253,21 @@ class PathHealth:
 
     # --- events --------------------------------------------------------------
 
-    def round(self, t: float, results: Mapping[str, Sample]) -> Transition | None:
-        """One probe round, reported at `t` once each probe answered or timed
-        out.  Returns the transition it caused, if any."""
+    def round(
+        self, t: float, results: Mapping[str, Sample], *, done: float | None = None
+    ) -> Transition | None:
+        """One probe round: its probes were sent at `t`, and the last of them
+        answered or timed out at `done` (default `t`).  `results` holds the
+        kinds probed in this round.  Returns the transition it caused, if any."""
         unknown = set(results) - set(self.kinds)
         if unknown:
             raise ValueError(f"path {self.name!r}: unexpected probe kinds {sorted(unknown)}")
-        samples = [(kind, self._normalize(t, results.get(kind))) for kind in self.kinds]
+        if not results:
+            raise ValueError(f"path {self.name!r}: a round needs at least one probe")
+        done = t if done is None else done
+        samples = [
+            (kind, self._normalize(t, results[kind])) for kind in self.kinds if kind in results
+        ]
         for kind, sample in sorted(samples, key=lambda item: item[1].t):
             self.window.add(sample, kind)
         stats = self.window.stats(t)
@@ -244,16 +276,53 @@ class PathHealth:
         total = len(samples)
         answered = [s for _, s in samples if s.ok]
         silent = total - len(answered)
-        enough = len(answered) >= self.policy.reliability
+        needed = min(self.policy.reliability, total)
+        enough = len(answered) >= needed
         silent_reason = f"loss {_percent(silent / total)} ({silent}/{total} kinds silent)"
         if not enough and answered:
-            silent_reason += f", {self.policy.reliability} must answer"
+            silent_reason += f", {needed} must answer"
 
+        # Transitions happen when the round is judged (`done`); suspicion
+        # dates from when the first failed probe was sent (`t`).
         if self.state is PathState.UNKNOWN:
-            return self._first_round(t, answered, enough, silent_reason)
+            return self._first_round(done, answered, enough, silent_reason)
         if self.state is PathState.DOWN:
-            return self._down_round(t, answered, silent, total, enough, silent_reason)
-        return self._up_round(t, stats, enough, silent_reason)
+            return self._down_round(t, done, answered, silent, total, enough, silent_reason)
+        return self._up_round(t, done, stats, enough, silent, total, silent_reason)
+
+    def late_answer(self, t: float, kind: str, rtt_s: float) -> None:
+        """A probe sent at `t` answered after its deadline: counted as lost by
+        its round, but the path carried it.  Under fail.latency it ends a run
+        of silent rounds: the path is slow, not gone."""
+        if not self.state.carries_traffic:
+            return
+        if rtt_s >= self.policy.fail.latency:
+            return  # slower than the policy allows: the silence stands
+        if self._silent == 0:
+            if rtt_s <= self.policy.timeout:
+                self.window.answer_late(t, kind, rtt_s)
+            return
+        self._silent = self._bad = 0
+        self._run_lost = self._run_count = 0
+        if rtt_s <= self.policy.timeout:
+            self.window.answer_late(t, kind, rtt_s)  # latency, not loss
+        self.verdict = f"late answer ({kind} {_ms(rtt_s)}): slow, not silent"
+
+    def silent_rounds_needed(self, stats: WindowStats) -> int:
+        """How many silent rounds in a row tell a cut from random loss (see
+        the module docstring); `fall` without `false_alarm`."""
+        policy = self.policy
+        if policy.false_alarm is None:
+            return policy.fall
+        # The loss before the run, with `min_samples` pseudo-samples at the
+        # rate for which `fall` rounds suffice, so an empty window asks `fall`.
+        prior = policy.false_alarm ** (1 / policy.fall)
+        lost = max(0, stats.lost - self._run_lost)
+        count = max(0, stats.count - self._run_count)
+        rate = (lost + prior * self.min_samples) / (count + self.min_samples)
+        rate = min(rate, MAX_ROUND_LOSS)
+        rounds = math.ceil(math.log(policy.false_alarm) / math.log(rate) - 1e-9)
+        return max(policy.fall, rounds)
 
     def link_down(self, t: float, reason: str = "carrier lost") -> Transition | None:
         """The interface lost its carrier or went down: DOWN at once."""
@@ -264,7 +333,7 @@ class PathHealth:
         self.verdict = f"link down: {reason}"
         if self.state is PathState.DOWN:
             return None
-        self._bad = 0
+        self._bad = self._silent = self._run_lost = self._run_count = 0
         return self._change(t, PathState.DOWN, f"link down: {reason}", suspected_at=t)
 
     def link_up(self, t: float) -> None:
@@ -308,17 +377,23 @@ class PathHealth:
         )
 
     def _up_round(
-        self, t: float, stats: WindowStats, enough: bool, silent_reason: str
+        self,
+        t: float,
+        done: float,
+        stats: WindowStats,
+        enough: bool,
+        silent: int,
+        total: int,
+        silent_reason: str,
     ) -> Transition | None:
         policy = self.policy
         judged = stats.count >= self.min_samples
-        bad: str | None = None
-        if not enough:
-            bad = silent_reason
-        elif judged and stats.loss_ratio >= policy.fail.loss:
-            bad = self._loss_reason(stats, ">=", policy.fail.loss)
+        window_bad: str | None = None
+        if judged and self._loss_exceeds(stats, policy.fail.loss):
+            window_bad = self._loss_reason(stats, ">=", policy.fail.loss)
         elif judged and stats.rtt_p50 is not None and stats.rtt_p50 >= policy.fail.latency:
-            bad = self._rtt_reason(stats.rtt_p50, ">=", policy.fail.latency)
+            window_bad = self._rtt_reason(stats.rtt_p50, ">=", policy.fail.latency)
+        bad = silent_reason if not enough else window_bad
 
         if bad is not None:
             self.verdict = bad
@@ -327,14 +402,29 @@ class PathHealth:
             self._bad += 1
             if self._bad == 1:
                 self._suspected_at = t
+            if enough:
+                self._silent = self._run_lost = self._run_count = 0
+            else:
+                self._silent += 1
+                if self._silent == 1:
+                    self._silent_since = t
+                self._run_lost += silent
+                self._run_count += total
             if self._bad < policy.fall:
                 return None
-            rounds = f"{policy.fall} failed round" + ("s" if policy.fall > 1 else "")
-            suspected, self._bad = self._suspected_at, 0
-            return self._change(t, PathState.DOWN, f"{rounds}: {bad}", suspected_at=suspected)
+            if window_bad is None and policy.false_alarm is not None:
+                # a silent run alone: a cut, or noise, or latency?
+                if self._silent < self.silent_rounds_needed(stats):
+                    return None
+                if done - self._silent_since < policy.fail.latency - 1e-9:
+                    return None  # an answer slower than this may still come
+            rounds = f"{self._bad} failed round" + ("s" if self._bad > 1 else "")
+            suspected = self._suspected_at
+            self._bad = self._silent = self._run_lost = self._run_count = 0
+            return self._change(done, PathState.DOWN, f"{rounds}: {bad}", suspected_at=suspected)
 
         self.verdict = "ok"
-        self._bad = 0
+        self._bad = self._silent = self._run_lost = self._run_count = 0
         if not judged:
             return None
         degraded = policy.degraded
@@ -358,17 +448,18 @@ class PathHealth:
             return None
         self._shift = 0
         if why is not None:
-            return self._change(t, PathState.DEGRADED, why, suspected_at=self._shift_at)
+            return self._change(done, PathState.DEGRADED, why, suspected_at=self._shift_at)
         rtt = "no rtt" if stats.rtt_p50 is None else f"rtt p50 {_ms(stats.rtt_p50)}"
         reason = (
             f"loss {_percent(stats.loss_ratio)} < {_percent(degraded.loss)} and "
             f"{rtt} < {format_duration(degraded.latency)} over {self._window_name} window"
         )
-        return self._change(t, PathState.UP, reason, suspected_at=self._shift_at)
+        return self._change(done, PathState.UP, reason, suspected_at=self._shift_at)
 
     def _down_round(
         self,
         t: float,
+        done: float,
         answered: list[Sample],
         silent: int,
         total: int,
@@ -413,9 +504,23 @@ class PathHealth:
         self._good = 0
         self._streak.clear()
         self.window.clear()
-        return self._change(t, PathState.UP, reason, suspected_at=suspected)
+        return self._change(done, PathState.UP, reason, suspected_at=suspected)
 
     # --- helpers -------------------------------------------------------------
+
+    def _loss_exceeds(self, stats: WindowStats, limit: float) -> bool:
+        """Whether the window's loss is at or over `limit`; with `false_alarm`
+        set, by the lower Wilson bound (z = LOSS_Z) rather than the raw
+        ratio, so that a small window's chance run of losses is no failure."""
+        if stats.loss_ratio < limit:
+            return False
+        if self.policy.false_alarm is None:
+            return True
+        n, p, z = stats.count, stats.loss_ratio, LOSS_Z
+        low = (p + z * z / (2 * n) - z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))) / (
+            1 + z * z / n
+        )
+        return low >= limit
 
     def _loss_reason(self, stats: WindowStats, op: str, limit: float) -> str:
         return (
@@ -433,10 +538,17 @@ class PathHealth:
         if new is PathState.DOWN and old.carries_traffic:
             self.flaps += 1
             self.damping.penalize(t)
+        elif new is PathState.DEGRADED and self.policy.degraded_failover is not None:
+            self.damping.penalize(t)  # a degraded primary moves traffic: damp it as a flap
         if new.carries_traffic and not old.carries_traffic:
             self.up_since = t
         elif not new.carries_traffic:
             self.up_since = None
+        if new is PathState.UP:
+            if old is not PathState.UP:
+                self.clean_since = t
+        else:
+            self.clean_since = None
         self.state = new
         self.since = t
         self.reason = reason

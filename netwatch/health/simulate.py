@@ -3,10 +3,14 @@
 A `Simulation` drives `PathHealth` instances (and optionally a
 `PathSelector`) the way the agent does, on a virtual clock:
 
-- a round starts on each path, one probe per kind, sent at the start time;
-- a probe answered within the policy's timeout becomes a sample at
-  `start + rtt`, a lost one at `start + timeout` (when the prober gives up);
-- the round is reported when its last probe completes;
+- a round starts on each path, sent at the start time, with the kinds and
+  deadlines the path's `RoundPlanner` gives (the agent's own planner: slow
+  kinds every few rounds, deadlines learned from the RTT, doubled on
+  expiry);
+- a probe answered within its deadline completes at `start + rtt`, a lost
+  or late one at `start + deadline` (when the prober gives up); a late one
+  is also reported to the core as a late answer at `start + rtt`;
+- the round is reported, in start order, once its last probe completes;
 - after each report or link event the selector, if any, decides.
 
 When the next round starts is the agent's choice; two schedules are modelled:
@@ -19,7 +23,7 @@ When the next round starts is the agent's choice; two schedules are modelled:
   on the outcome, so the window's loss ratio is an unbiased estimate.
   Rounds are reported in the order they were started (a quick round waits
   for an earlier one still timing out), or a stale lost round would count
-  against a path already back.
+  against a path already back: the planner sees to it.
 - "sequential" (exabgp's loop: check, then sleep): the next round starts
   `interval()` after the previous one was reported.  A lossy round lasts
   a whole timeout, so during a brownout the window fills more slowly with
@@ -34,12 +38,12 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
 from netwatch.health.path import PathHealth, PathState, Transition
+from netwatch.health.rounds import RoundPlanner
 from netwatch.health.selector import Decision, PathSelector
 from netwatch.health.window import Sample
 
@@ -68,12 +72,6 @@ class StateLog:
         return None
 
 
-@dataclass
-class _Round:
-    results: dict[str, Sample]
-    complete: bool = False
-
-
 class Simulation:
     def __init__(
         self, selector: PathSelector | None = None, *, schedule: Schedule = "cadence"
@@ -84,7 +82,7 @@ class Simulation:
         self._probers: dict[str, Prober] = {}
         self._last_start: dict[str, float] = {}
         self._generation: dict[str, int] = {}  # invalidates a rescheduled start
-        self._pending: dict[str, deque[_Round]] = {}  # rounds in flight, by start
+        self.planners: dict[str, RoundPlanner] = {}
         self._events: list[tuple[float, int, Callable[[float], None]]] = []
         self._seq = itertools.count()
         self.now = 0.0
@@ -96,7 +94,7 @@ class Simulation:
         self._probers[health.name] = prober
         self.log.round_starts[health.name] = []
         self._generation[health.name] = 0
-        self._pending[health.name] = deque()
+        self.planners[health.name] = RoundPlanner(health.policy, health.kinds)
         self._schedule_start(health, start)
 
     def link_down(self, t: float, path: str, reason: str = "carrier lost") -> None:
@@ -135,32 +133,41 @@ class Simulation:
         if self.schedule == "cadence":
             self._schedule_start(health, start + health.interval())
         prober = self._probers[health.name]
-        timeout = health.policy.timeout
-        results: dict[str, Sample] = {}
-        for kind in health.kinds:
+        planner = self.planners[health.name]
+        planned = planner.start(start)
+        for kind, deadline in planned.deadlines.items():
             rtt = prober(start, kind)
-            if rtt is None or rtt > timeout:
-                results[kind] = Sample(start + timeout, False, None)
-            else:
-                results[kind] = Sample(start + rtt, True, rtt)
-        pending = _Round(results)
-        self._pending[health.name].append(pending)
-        self._at(max(s.t for s in results.values()), lambda t: self._complete(health, t, pending))
+            if rtt is not None and rtt <= deadline:
+                self._at(start + rtt, self._finisher(health, planned.seq, kind, True, rtt))
+                continue
+            self._at(start + deadline, self._finisher(health, planned.seq, kind, False, None))
+            if rtt is not None:  # it comes, but after the prober gave up
 
-    def _complete(self, health: PathHealth, t: float, done: _Round) -> None:
-        # Report in the order the rounds were started: a quick round waits for
-        # an earlier one still timing out, so "rounds in a row" means in time.
-        done.complete = True
-        queue = self._pending[health.name]
-        while queue and queue[0].complete:
-            self._report(health, t, queue.popleft().results)
+                def late(now: float, kind: str = kind, rtt: float = rtt) -> None:
+                    planner.late(kind, rtt)
+                    health.late_answer(start, kind, rtt)
 
-    def _report(self, health: PathHealth, t: float, results: dict[str, Sample]) -> None:
-        self._record(health.round(t, results), t)
+                self._at(start + rtt, late)
+
+    def _finisher(
+        self, health: PathHealth, seq: int, kind: str, ok: bool, rtt: float | None
+    ) -> Callable[[float], None]:
+        def finish(now: float) -> None:
+            for done in self.planners[health.name].finish(seq, kind, ok, rtt, now):
+                self._report(health, done.t, done.done, done.samples)
+
+        return finish
+
+    def _report(
+        self, health: PathHealth, t: float, done: float, results: dict[str, Sample]
+    ) -> None:
+        self._record(health.round(t, results, done=done), done)
         if self.schedule == "sequential":
-            self._schedule_start(health, t + health.interval())
+            self._schedule_start(health, done + health.interval())
         else:  # the interval may have changed: re-plan the next start from the last one
-            self._schedule_start(health, max(t, self._last_start[health.name] + health.interval()))
+            self._schedule_start(
+                health, max(done, self._last_start[health.name] + health.interval())
+            )
 
     def _record(self, transition: Transition | None, t: float) -> None:
         if transition is not None:

@@ -128,6 +128,32 @@ class SampleWindow:
             self._jitter_diffs += 1
         rtts.append(ns)
 
+    def answer_late(self, t: float, stream: str, rtt_s: float) -> bool:
+        """A sample of `stream` sent at `t`, counted lost, was answered after
+        all: make it an answered sample with `rtt_s`.  Late answers are
+        recent, so the search runs from the newest end.  False if no such
+        lost sample is (still) in the window."""
+        samples = self._samples
+        for index in range(len(samples) - 1, -1, -1):
+            sample, name = samples[index]
+            if sample.t < t:
+                return False
+            if sample.t == t and name == stream and not sample.ok:
+                answered = Sample(t, True, rtt_s)
+                samples[index] = (answered, name)
+                self._lost -= 1
+                bisect.insort(self._sorted, rtt_s)
+                # jitter: only the stream's order of RTTs matters; a late
+                # answer is rare, so it joins the stream at its end.
+                rtts = self._streams.setdefault(stream, deque())
+                ns = _ns(rtt_s)
+                if rtts:
+                    self._jitter_sum_ns += abs(ns - rtts[-1])
+                    self._jitter_diffs += 1
+                rtts.append(ns)
+                return True
+        return False
+
     def prune(self, now: float) -> None:
         """Forget the samples older than `now - span_s`."""
         cutoff = now - self.span_s

@@ -214,6 +214,25 @@ class PolicyProfile(Model):
     degraded: Thresholds
     failback_holddown: Annotated[Duration, Field(ge=0)]
     damping: Damping
+    # The shortest a probe waits once its RTT is learned (RFC 6298 style);
+    # None: always the whole timeout, as mwan3 and dpinger wait.
+    min_timeout: Annotated[Duration, Field(gt=0)] | None = None
+    # Kinds probed less often than every round (e.g. {tcp: 1s, http: 1s}):
+    # cheap ICMP detects, the shared application sees a few requests a second.
+    probe_intervals: dict[ProbeKind, Annotated[Duration, Field(gt=0)]] = {}
+    # Per-round chance accepted that random loss looks like a cut: the run of
+    # silent rounds needed to go DOWN grows with the window's loss (None: `fall`).
+    false_alarm: Annotated[Ratio, Field(gt=0, lt=1)] | None = None
+    # A primary DEGRADED for this long while a backup is UP moves traffic
+    # there (None: off); it returns after the hold-down, once the primary is clean.
+    degraded_failover: Annotated[Duration, Field(gt=0)] | None = None
+
+    def probe_interval(self, kind: str) -> float:
+        """How often `kind` is probed while stable (every round unless slower)."""
+        for probed, seconds in self.probe_intervals.items():
+            if probed == kind:
+                return max(self.interval, seconds)
+        return self.interval
 
 
 class Policy(Model):

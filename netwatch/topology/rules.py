@@ -123,6 +123,40 @@ def _policy(topo: Topology) -> Iterator[Finding]:
                     f"(lower) than fail latency {format_duration(prof.fail.latency)}, or paths flap"
                 ),
             )
+        if prof.fail.latency >= prof.timeout:
+            yield (
+                (*base, "fail", "latency"),
+                (
+                    f"fail latency {format_duration(prof.fail.latency)} must be below the probe "
+                    f"timeout {format_duration(prof.timeout)}: a probe gives up at the timeout, "
+                    "so a slower path is only ever seen as loss"
+                ),
+            )
+        if prof.min_timeout is not None and prof.min_timeout > prof.timeout:
+            yield (
+                (*base, "min_timeout"),
+                f"min_timeout {format_duration(prof.min_timeout)} exceeds timeout "
+                f"{format_duration(prof.timeout)}",
+            )
+        for slow, seconds in prof.probe_intervals.items():
+            if slow not in prof.probes:
+                yield (
+                    (*base, "probe_intervals", slow),
+                    f"probe kind {slow!r} is not in probes {list(prof.probes)}",
+                )
+            elif seconds < prof.interval:
+                yield (
+                    (*base, "probe_intervals", slow),
+                    (
+                        f"{format_duration(seconds)} is shorter than the round interval "
+                        f"{format_duration(prof.interval)}: a kind is probed at most once a round"
+                    ),
+                )
+        if prof.probes and all(prof.probe_interval(k) > prof.interval for k in prof.probes):
+            yield (
+                (*base, "probe_intervals"),
+                "at least one probe kind must be probed every round (at `interval`)",
+            )
         if prof.degraded.loss > prof.fail.loss:
             yield (*base, "degraded", "loss"), "degraded loss must not exceed fail loss"
         if prof.degraded.latency > prof.fail.latency:
