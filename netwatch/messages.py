@@ -107,10 +107,15 @@ class EventType(StrEnum):
     ALL_DOWN = "all_down"
     DRILL_RESULT = "drill_result"
     AGENT_START = "agent_start"
+    ROUTES_APPLIED = "routes_applied"  # the kernel (or router) carries a failover/failback
+    ROUTE_ERROR = "route_error"  # a route change failed; retried with back-off
+    ROUTE_REINSTALLED = "route_reinstalled"  # a missing or wrong route was put back
+    ROUTE_CONFLICT = "route_conflict"  # another protocol's route sits on a prefix: left alone
+    ROUTE_CONFLICT_CLEARED = "route_conflict_cleared"
 
 
 # Which optional fields an event type needs (the rest may be null).
-_NEEDS_TO_PATH = {EventType.FAILOVER, EventType.FAILBACK}
+_NEEDS_TO_PATH = {EventType.FAILOVER, EventType.FAILBACK, EventType.ROUTES_APPLIED}
 _NEEDS_PATH = {EventType.PATH_DOWN, EventType.PATH_UP, EventType.DEGRADED, EventType.RECOVERED}
 
 # Same rule as topology.yaml ids (towns and paths): they become topic levels.
@@ -336,8 +341,11 @@ class StateMessage(_Message):
 
 @dataclass(frozen=True, kw_only=True)
 class EventMessage(_Message):
-    """Something that happened.  ``duration_s`` for a failover is the time from
-    the first suspicion of the fault to the routes being applied."""
+    """Something that happened.  A failover or failback is published when it
+    is decided (``duration_s``: first suspicion of the fault to the decision),
+    before the route change runs, so it is on disk whatever the route backend
+    does; ``routes_applied`` follows once the routes carry it (``duration_s``:
+    first suspicion to routes applied), or ``route_error`` if they do not."""
 
     KIND: ClassVar[Kind] = Kind.EVENT
 

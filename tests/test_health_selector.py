@@ -28,6 +28,8 @@ class View:
     up_since: float | None = None
     reason: str = "-"
     damped_until: float = float("-inf")
+    since: float | None = None
+    clean_since: float | None = None
 
     def damped(self, t: float) -> bool:
         return t < self.damped_until
@@ -463,3 +465,65 @@ def test_adopted_active_path_is_not_left_before_its_first_round() -> None:
     decision = selector.decide(1.0, {"primary": up(1.0), "backup": down()})
     assert decision is not None
     assert (decision.new, decision.kind) == ("primary", "failover")
+
+
+# --- a degraded primary (degraded_after) ---------------------------------------------------
+
+
+def degraded(since: float) -> View:
+    return View(DEGRADED, 0.0, "loss 8% >= 5% over 5s window", since=since)
+
+
+def clean(since: float) -> View:
+    return View(UP, since, "first round", since=since, clean_since=since)
+
+
+def test_a_degraded_primary_stays_active_without_degraded_after() -> None:
+    sel = PathSelector(["primary", "backup"], 30.0)
+    sel.active = "primary"
+    assert sel.decide(1000.0, {"primary": degraded(0.0), "backup": clean(0.0)}) is None
+
+
+def test_a_primary_degraded_too_long_moves_to_a_clean_backup() -> None:
+    sel = PathSelector(["primary", "backup"], 30.0, degraded_after=120.0)
+    sel.active = "primary"
+    health = {"primary": degraded(100.0), "backup": clean(0.0)}
+    assert sel.decide(219.0, health) is None
+    decision = sel.decide(220.0, health)
+    assert decision is not None
+    assert (decision.new, decision.kind) == ("backup", "switch")
+    assert "primary degraded for 2m" in decision.reason
+
+
+def test_no_move_when_the_backup_is_degraded_too() -> None:
+    sel = PathSelector(["primary", "backup"], 30.0, degraded_after=120.0)
+    sel.active = "primary"
+    assert sel.decide(500.0, {"primary": degraded(0.0), "backup": degraded(0.0)}) is None
+
+
+def test_failback_after_a_degraded_move_needs_the_primary_clean_for_the_hold_down() -> None:
+    sel = PathSelector(["primary", "backup"], 30.0, degraded_after=120.0)
+    sel.active = "backup"
+    # UP for long, but DEGRADED until 300: not clean, so no failback yet
+    still = View(DEGRADED, 0.0, "-", since=0.0, clean_since=None)
+    assert sel.decide(310.0, {"primary": still, "backup": clean(0.0)}) is None
+    back = View(UP, 0.0, "-", since=300.0, clean_since=300.0)
+    assert sel.decide(329.0, {"primary": back, "backup": clean(0.0)}) is None
+    decision = sel.decide(330.0, {"primary": back, "backup": clean(0.0)})
+    assert decision is not None
+    assert (decision.new, decision.kind) == ("primary", "failback")
+
+
+def test_pathhealth_tracks_clean_since() -> None:
+    p = FAST.model_copy(update={"degraded_failover": 60.0})
+    health = PathHealth("primary", p, ["icmp"])
+    health.round(0.0, {"icmp": Sample(0.0, True, 0.01)})
+    assert health.clean_since == 0.0
+    penalty = health.damping.penalty(0.0)
+    t = 0.0
+    for _ in range(200):  # 90 ms: DEGRADED (80 ms), under fail (100 ms)
+        t += 0.05
+        health.round(t, {"icmp": Sample(t, True, 0.09)})
+    assert health.state is DEGRADED
+    assert health.clean_since is None
+    assert health.damping.penalty(t) > penalty  # a degraded episode counts as a flap

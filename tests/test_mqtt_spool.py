@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import zlib
@@ -142,3 +143,25 @@ def test_files_are_what_the_docstring_says(tmp_path: Path) -> None:
     assert names == [".lock", "0000000000000001.msg"]
     crc = zlib.crc32(b'{"a": 1}')
     assert (tmp_path / names[1]).read_bytes() == b'NWSPOOL1 8 %08x\n{"a": 1}' % crc
+
+
+def test_a_failed_sync_stores_nothing(tmp_path: Path) -> None:
+    synced: list[int] = []
+    failing = [True]
+
+    def sync(fd: int) -> None:
+        synced.append(fd)
+        if failing[0]:
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        os.fsync(fd)
+
+    with Spool(tmp_path, sync=sync) as spool:
+        with pytest.raises(OSError, match="Input/output error"):
+            spool.append(b"lost")
+        assert len(spool) == 0
+        assert sorted(os.listdir(tmp_path)) == [".lock"]  # no message, no temp file
+        failing[0] = False
+        assert spool.append(b"kept") == 1  # the number was not used up
+        assert len(synced) == 1 + 2  # the file, then the directory
+    with Spool(tmp_path) as spool:
+        assert spool.peek(10) == [SpooledMessage(1, b"kept")]

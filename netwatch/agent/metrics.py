@@ -37,6 +37,9 @@ class AgentSnapshot:
     paths: dict[str, PathSnapshot]
     mqtt: MqttStatus = MqttStatus()
     icmp_ignored: dict[str, int] = field(default_factory=dict)
+    # the kernel against the decision (None: the routes live elsewhere)
+    routes_in_sync: bool | None = None
+    route_conflicts: tuple[str, ...] = ()  # prefixes held by another protocol
 
 
 class _StateCollector(Collector):
@@ -109,6 +112,22 @@ class _StateCollector(Collector):
         )
         alarm.add_metric([town], 1.0 if snap.all_down else 0.0)
         yield alarm
+        if snap.routes_in_sync is not None:
+            in_sync = GaugeMetricFamily(
+                "netwatch_routes_in_sync",
+                "1 when the kernel's routes to every prefix follow the active path",
+                labels=["town"],
+            )
+            in_sync.add_metric([town], 1.0 if snap.routes_in_sync else 0.0)
+            yield in_sync
+        conflict = GaugeMetricFamily(
+            "netwatch_route_conflict",
+            "1 for a prefix whose route belongs to another protocol (left alone)",
+            labels=["town", "prefix"],
+        )
+        for prefix in snap.route_conflicts:
+            conflict.add_metric([town, prefix], 1.0)
+        yield conflict
         mqtt = snap.mqtt
         connected = GaugeMetricFamily(
             "netwatch_mqtt_connected", "1 while connected to the broker", labels=["town"]
@@ -175,6 +194,18 @@ class AgentMetrics:
             "netwatch_route_apply_errors",
             "route changes that failed",
             ["town", "backend"],
+            registry=r,
+        )
+        self.route_reinstalled = Counter(
+            "netwatch_route_reinstalled",
+            "routes found missing or wrong in the kernel and put back",
+            ["town", "path"],
+            registry=r,
+        )
+        self.probe_errors = Counter(
+            "netwatch_probe_setup_errors",
+            "probes that could not be sent (no source address, socket errors)",
+            ["town", "path", "kind", "cause"],
             registry=r,
         )
         self.transitions = Counter(

@@ -3,15 +3,27 @@
     backend = make_backend("netlink", town, prefixes)
     await backend.setup()              # per-path tables and rules (probe binding)
     await backend.current()            # the path our routes point at now, or None
+    await backend.inspect()            # each prefix's route in the kernel, or None
     await backend.apply(change)        # raises RouteError
     await backend.withdraw()           # remove the routes we own
 
 `netlink` replaces the town's routes to the data-center prefixes in the
 main table, one atomic `route replace` per prefix, tagged with netwatch's
 route protocol number (so `ip route show proto netwatch` lists exactly
-what it owns); routes of other protocols are never replaced.  `command`
-hands the decision to an external router's tooling; `dry-run` only says
-what it would do.
+what it owns).  Ownership rules:
+
+- a prefix whose main-table route (metric 0) belongs to another protocol
+  is never written, at start or later: `inspect` reports it as foreign and
+  the agent raises an alarm, leaving it as it is;
+- a change of several prefixes that fails part-way is rolled back to the
+  old path (or, with none, the new routes are withdrawn), so the town's
+  routes are never left split; if even that fails, `RouteError.split` says
+  so and `current()` tells what the kernel has;
+- `inspect` lets the agent compare the kernel with its decision at any
+  moment (after every change, on route events and at a fixed cadence).
+
+`command` hands the decision to an external router's tooling; `dry-run`
+only says what it would do.  Neither can be inspected (`inspect` is None).
 """
 
 from __future__ import annotations
@@ -25,7 +37,7 @@ import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Network
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from pyroute2 import AsyncIPRoute
 from pyroute2.netlink.exceptions import NetlinkError
@@ -42,11 +54,12 @@ RULE_PRIORITY_BASE = 1000
 
 
 class RouteError(Exception):
-    """A decision could not be applied; the agent counts it and retries."""
+    """A decision could not be applied; the agent counts it and retries.
+    `split` is True when the prefixes were left on different paths."""
 
-
-class RouteConflict(UserError):
-    """A route of another protocol sits where netwatch would write."""
+    def __init__(self, message: str, *, split: bool = False) -> None:
+        super().__init__(message)
+        self.split = split
 
 
 @dataclass(frozen=True)
@@ -57,6 +70,19 @@ class RouteChange:
     reason: str
 
 
+Owner = Literal["netwatch", "foreign", "none"]
+
+
+@dataclass(frozen=True)
+class PrefixRoute:
+    """What the kernel's main table holds for one prefix."""
+
+    prefix: str
+    owner: Owner  # netwatch's route, another protocol's, or no route
+    path: str | None = None  # for netwatch's: the path its gateway belongs to
+    proto: int | None = None
+
+
 class RouteBackend(Protocol):
     name: str
 
@@ -64,7 +90,9 @@ class RouteBackend(Protocol):
 
     async def current(self) -> str | None: ...
 
-    async def apply(self, change: RouteChange) -> None: ...
+    async def inspect(self) -> list[PrefixRoute] | None: ...
+
+    async def apply(self, change: RouteChange, prefixes: Sequence[str] | None = None) -> None: ...
 
     async def withdraw(self) -> None: ...
 
@@ -74,12 +102,14 @@ class RouteBackend(Protocol):
 class NetlinkBackend:
     name = "netlink"
 
-    def __init__(self, town: Town, prefixes: Sequence[IPv4Network]) -> None:
+    def __init__(self, town: Town, prefixes: Sequence[IPv4Network], *, netlink: Any = None) -> None:
+        """`netlink`: an AsyncIPRoute-like object to use (tests pass a fake);
+        by default one is opened on first use."""
         self.town = town
         self.prefixes = [str(p) for p in prefixes]
-        self._ipr: AsyncIPRoute | None = None
+        self._ipr: Any = netlink
 
-    async def _nl(self) -> AsyncIPRoute:
+    async def _nl(self) -> Any:
         if self._ipr is None:
             ipr = AsyncIPRoute()
             await ipr.setup_endpoint()
@@ -93,10 +123,10 @@ class NetlinkBackend:
             raise RouteError(f"interface {ifname} does not exist")
         return int(found[0])
 
-    async def _replace(self, path: Path, table: int) -> None:
+    async def _replace(self, path: Path, table: int, prefixes: Sequence[str]) -> None:
         ipr = await self._nl()
         oif = await self._index(path.interface)
-        for prefix in self.prefixes:
+        for prefix in prefixes:
             await ipr.route(
                 "replace",
                 dst=prefix,
@@ -108,16 +138,16 @@ class NetlinkBackend:
             )
 
     async def setup(self) -> None:
-        """Per-path tables and fwmark rules, so each probe can cross its path."""
+        """Per-path tables and fwmark rules, so each probe can cross its path
+        (those tables are netwatch's own: no other protocol writes there)."""
         ipr = await self._nl()
-        await self._check_conflicts()
         rules = {
             (r.get_attr("FRA_FWMARK"), r.get_attr("FRA_TABLE"))
             async for r in await ipr.get_rules(family=socket.AF_INET)
         }
         for priority, path in enumerate(self.town.paths_by_preference, start=RULE_PRIORITY_BASE):
             try:
-                await self._replace(path, path.table)
+                await self._replace(path, path.table, self.prefixes)
                 if (path.mark, path.table) not in rules:
                     await ipr.rule("add", fwmark=path.mark, table=path.table, priority=priority)
             except NetlinkError as exc:
@@ -133,31 +163,74 @@ class NetlinkBackend:
             if _dst(r) in self.prefixes
         ]
 
-    async def _check_conflicts(self) -> None:
-        for route in await self._main_routes():
-            if route["proto"] != RTPROT_NETWATCH and (route.get_attr("RTA_PRIORITY") or 0) == 0:
-                raise RouteConflict(
-                    f"route {_dst(route)} in the main table belongs to protocol "
-                    f"{route['proto']}, not netwatch ({RTPROT_NETWATCH}); netwatch never "
-                    "replaces other protocols' routes: remove it first"
-                )
+    async def inspect(self) -> list[PrefixRoute] | None:
+        by_gateway = {str(p.gateway): p.name for p in self.town.paths}
+        found: dict[str, PrefixRoute] = {}
+        try:
+            routes = await self._main_routes()
+        except NetlinkError as exc:
+            raise RouteError(f"reading the main table: {os.strerror(exc.code)}") from None
+        for route in routes:
+            if (route.get_attr("RTA_PRIORITY") or 0) != 0:
+                continue  # a route of another metric coexists with ours
+            prefix, proto = _dst(route), int(route["proto"])
+            if proto == RTPROT_NETWATCH:
+                gateway = route.get_attr("RTA_GATEWAY")
+                found[prefix] = PrefixRoute(prefix, "netwatch", by_gateway.get(gateway), proto)
+            else:
+                found[prefix] = PrefixRoute(prefix, "foreign", None, proto)
+        return [found.get(p, PrefixRoute(p, "none")) for p in self.prefixes]
 
     async def current(self) -> str | None:
-        """The path our routes point at, if they agree; None otherwise."""
-        owned = [r for r in await self._main_routes() if r["proto"] == RTPROT_NETWATCH]
-        if len(owned) != len(self.prefixes):
-            return None
-        gateways = {r.get_attr("RTA_GATEWAY") for r in owned}
-        for path in self.town.paths:
-            if gateways == {str(path.gateway)}:
-                return path.name
+        """The path our routes point at, if they all agree; None otherwise."""
+        routes = await self.inspect() or []
+        paths = {r.path for r in routes if r.owner == "netwatch"}
+        owned = sum(1 for r in routes if r.owner == "netwatch")
+        foreign = sum(1 for r in routes if r.owner == "foreign")
+        if len(paths) == 1 and owned + foreign == len(self.prefixes) and owned:
+            return next(iter(paths))
         return None
 
-    async def apply(self, change: RouteChange) -> None:
+    async def apply(self, change: RouteChange, prefixes: Sequence[str] | None = None) -> None:
+        """Point `prefixes` (default: all of them) at `change.new`, skipping
+        any held by another protocol; all or nothing."""
+        wanted = list(self.prefixes if prefixes is None else prefixes)
+        state = {r.prefix: r for r in await self.inspect() or []}
+        writable = [p for p in wanted if state.get(p, PrefixRoute(p, "none")).owner != "foreign"]
+        path = self.town.path(change.new)
+        done: list[str] = []
         try:
-            await self._replace(self.town.path(change.new), MAIN_TABLE)
-        except NetlinkError as exc:
-            raise RouteError(f"route replace via {change.new}: {os.strerror(exc.code)}") from None
+            for prefix in writable:
+                await self._replace(path, MAIN_TABLE, [prefix])
+                done.append(prefix)
+        except (NetlinkError, RouteError) as exc:
+            why = os.strerror(exc.code) if isinstance(exc, NetlinkError) else str(exc)
+            if not done:
+                raise RouteError(f"route replace via {change.new}: {why}") from None
+            split = not await self._roll_back(change, done, state)
+            raise RouteError(
+                f"route replace via {change.new} failed after {len(done)} of "
+                f"{len(writable)} prefixes: {why}; "
+                + ("could not roll back: routes are split" if split else "rolled back"),
+                split=split,
+            ) from None
+
+    async def _roll_back(
+        self, change: RouteChange, done: list[str], before: dict[str, PrefixRoute]
+    ) -> bool:
+        """Put `done` back as they were; True if that worked."""
+        ipr = await self._nl()
+        try:
+            for prefix in done:
+                old = before.get(prefix)
+                if old is not None and old.owner == "netwatch" and old.path is not None:
+                    await self._replace(self.town.path(old.path), MAIN_TABLE, [prefix])
+                else:
+                    await ipr.route("del", dst=prefix, table=MAIN_TABLE, proto=RTPROT_NETWATCH)
+        except (NetlinkError, RouteError) as exc:
+            log.error("rolling back %s -> %s failed: %s", change.old, change.new, exc)
+            return False
+        return True
 
     async def withdraw(self) -> None:
         ipr = await self._nl()
@@ -190,6 +263,9 @@ class _Elsewhere:
     async def current(self) -> str | None:
         return self.last
 
+    async def inspect(self) -> list[PrefixRoute] | None:
+        return None  # the routes are not in this host's kernel
+
     async def withdraw(self) -> None:
         return None
 
@@ -212,7 +288,7 @@ class CommandBackend(_Elsewhere):
         self.timeout = timeout
         self.attempts = attempts
 
-    async def apply(self, change: RouteChange) -> None:
+    async def apply(self, change: RouteChange, prefixes: Sequence[str] | None = None) -> None:
         args = [*self.argv, change.town, change.old or "", change.new, change.reason]
         env = {
             **os.environ,
@@ -258,6 +334,6 @@ class CommandBackend(_Elsewhere):
 class DryRunBackend(_Elsewhere):
     name = "dry-run"
 
-    async def apply(self, change: RouteChange) -> None:
+    async def apply(self, change: RouteChange, prefixes: Sequence[str] | None = None) -> None:
         log.info("dry-run: would route %s via %s (%s)", change.town, change.new, change.reason)
         self.last = change.new

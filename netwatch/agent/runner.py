@@ -1,44 +1,58 @@
-"""The agent's event loop: probe every path, decide, apply, report.
+"""The agent's event loop: probe every path, decide, apply, check, report.
 
-    agent = Agent(settings, backend, publisher)
+    agent = Agent(settings, backend, sink)
     await agent.run(stop_event)
 
-Each path has its own probe task, which starts a round every interval
-(faster while the path is suspect) without waiting for the previous round:
-a probe that times out on one path never delays another path or the next
-round.  Every finished round and every link event goes through the pure
-core (`netwatch.health`), and a decision is applied by the route backend
-at once.  MQTT and metrics only read what the core decided: publishing
-never sits between a fault and the route change.
+Each path has one `PathRunner` (its health, round planner, binding and
+wake-up); its probe loop starts a round every interval (faster while the
+path is suspect) without waiting for the previous one, so a probe that
+times out never delays another path or the next round.  Finished rounds
+and link events go through the pure core (`netwatch.health`) at once, and
+deciding is synchronous: a decision's events are handed to the sink (which
+spools them on its own thread) before any route is touched.
+
+One route task makes the kernel follow the decision: it applies changes,
+retries failures with back-off, and compares the kernel's table with the
+decision after every change, on every route event from netlink and every
+`RECONCILE_S` (a missing or wrong route is put back, a route of another
+protocol is reported and left alone).  After a failed change the
+selector is told what the kernel really has.  MQTT and metrics only read
+what was decided: publishing never sits between a fault and a route change.
+
+Background work runs in one TaskGroup with named tasks, cancelled and
+awaited on exit (as aiomqtt does).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from collections.abc import Awaitable
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
 from netwatch import messages
-from netwatch.agent.linkwatch import watch_links
+from netwatch.agent import wire
+from netwatch.agent.linkwatch import KernelEvent, LinkEvent, RouteEvent, watch_kernel
 from netwatch.agent.metrics import AgentMetrics, AgentSnapshot, MqttStatus
-from netwatch.agent.probes import PathBinding, Prober, ProbeResult
-from netwatch.agent.probes.http import HttpProber
-from netwatch.agent.probes.icmp import IcmpProber
-from netwatch.agent.probes.tcp import TcpProber
-from netwatch.agent.routes import RouteBackend, RouteChange, RouteError
-from netwatch.health import Decision, PathHealth, PathSelector, PathState, Sample, Transition
-from netwatch.health.rto import ProbeTimer
-from netwatch.topology import PolicyProfile, Topology, Town
+from netwatch.agent.probes import PathBinding, Prober, ProbeResult, ReportsLate, make_prober
+from netwatch.agent.routes import PrefixRoute, RouteBackend, RouteChange, RouteError
+from netwatch.agent.throttle import LogThrottle
+from netwatch.health import Decision, PathHealth, PathSelector, PathState, Transition
+from netwatch.health.rounds import DoneRound, RoundPlanner
+from netwatch.topology import Path, PolicyProfile, Topology, Town
 
 log = logging.getLogger("netwatch.agent")
 
 STATE_REFRESH_S = 5.0  # retained state republished at least this often
-ROUTE_RETRY_S = 1.0
-PROBE_SLACK_S = 0.02  # scheduling allowance on a busy 2-core box, added to learned deadlines
+RECONCILE_S = 2.0  # the kernel's table is compared with the decision at least this often
+ROUTE_RETRY_S = 0.5  # first retry of a failed route change; doubles up to the max
+ROUTE_RETRY_MAX_S = 30.0
+PROBE_GUARD = 1.5  # a prober must never hang a round: cancelled at this x its deadline
+LOG_PERIOD_S = 60.0  # a repeated problem is logged at most this often
+
+KernelWatch = Callable[[Sequence[str], Sequence[str]], AsyncIterator[KernelEvent]]
 
 
 class EventSink(Protocol):
@@ -75,18 +89,37 @@ class AgentSettings:
     watch_links: bool = True
 
 
-@dataclass
 class _Clock:
-    """Monotonic time for decisions, wall time for messages, one origin."""
+    """The event loop's monotonic time for decisions (virtual in tests),
+    wall time for messages, one origin."""
 
-    mono0: float = field(default_factory=time.monotonic)
-    wall0: datetime = field(default_factory=lambda: datetime.now(UTC))
+    def __init__(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.mono0 = self.loop.time()
+        self.wall0 = datetime.now(UTC)
 
     def now(self) -> float:
-        return time.monotonic()
+        return self.loop.time()
 
     def wall(self, mono: float) -> datetime:
         return self.wall0 + timedelta(seconds=mono - self.mono0)
+
+
+@dataclass
+class PathRunner:
+    """Everything the agent keeps for one path."""
+
+    path: Path
+    binding: PathBinding
+    health: PathHealth
+    planner: RoundPlanner
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    link_event_at: float = float("-inf")  # rounds sent before it are stale
+    link_was_down: bool = False
+
+    @property
+    def name(self) -> str:
+        return self.path.name
 
 
 class Agent:
@@ -96,82 +129,110 @@ class Agent:
         backend: RouteBackend,
         sink: EventSink | None = None,
         *,
-        probers: list[Prober] | None = None,
+        probers: Sequence[Prober] | None = None,
+        kernel_watch: KernelWatch | None = watch_kernel,
     ) -> None:
         self.settings = settings
         self.town = settings.town
         self.policy = settings.policy
         self.backend = backend
         self.sink = sink
-        self.clock = _Clock()
+        self.kernel_watch = kernel_watch if settings.watch_links else None
         targets = settings.topo.datacenter.targets
-        self.probers = probers or [_make_prober(kind, settings.topo) for kind in self.policy.probes]
+        self.probers = list(probers or [make_prober(k, targets) for k in self.policy.probes])
         self.target_of = {"icmp": str(targets.icmp), "tcp": str(targets.tcp), "http": targets.http}
-        paths = self.town.paths_by_preference
+        self.prefixes = [str(p) for p in settings.topo.routed_prefixes]
         kinds = [p.kind for p in self.probers]
-        self.health = {p.name: PathHealth(p.name, self.policy, kinds) for p in paths}
-        self.selector = PathSelector([p.name for p in paths], self.policy.failback_holddown)
-        self.bindings = {p.name: PathBinding(p.name, p.mark, p.address.ip) for p in paths}
-        self.by_interface = {p.interface: p.name for p in paths}
-        self.metrics = AgentMetrics(self.town.id, lambda: self.snapshot)
-        self.snapshot: AgentSnapshot | None = None
-        self._wake = {p.name: asyncio.Event() for p in paths}
-        # How long each probe waits: learned per path and kind, within the policy.
-        self._timers = {
-            (p.name, kind): ProbeTimer(
-                self.policy.timeout / 3, self.policy.timeout, slack_s=PROBE_SLACK_S
+        self.paths = {
+            p.name: PathRunner(
+                path=p,
+                binding=PathBinding(p.name, p.mark, p.address.ip),
+                health=PathHealth(p.name, self.policy, kinds),
+                planner=RoundPlanner(self.policy, kinds),
             )
-            for p in paths
-            for kind in kinds
+            for p in self.town.paths_by_preference
         }
-        self._started = {p.name: 0 for p in paths}
-        self._reported = {p.name: 0 for p in paths}
-        self._finished: dict[str, dict[int, tuple[float, list[ProbeResult]]]] = {
-            p.name: {} for p in paths
-        }
-        self._delivering = {p.name: False for p in paths}
-        self._route_lock = asyncio.Lock()
-        self._route_pending = False
+        self.health = {name: runner.health for name, runner in self.paths.items()}
+        self.selector = PathSelector(
+            list(self.paths),
+            self.policy.failback_holddown,
+            degraded_after=self.policy.degraded_failover,
+        )
+        self.by_interface = {r.path.interface: r for r in self.paths.values()}
+        self._prober_of = {p.kind: p for p in self.probers}
+        for prober in self.probers:
+            if isinstance(prober, ReportsLate):  # answers after their deadline are latency
+                prober.on_late = self._on_late
+        self.metrics = AgentMetrics(self.town.id, self.snapshot)
+        self.rounds = 0
+        # routes
+        self.applied: str | None = None  # what the backend last carried out
+        self.routes_in_sync: bool | None = None
+        self.route_conflicts: dict[str, PrefixRoute] = {}
+        self._pending: Decision | None = None  # the decision being carried out
+        self._announced: tuple[str | None, str] | None = None
+        self._retry_at = float("-inf")
+        self._retry_s = ROUTE_RETRY_S
+        self._restore_tables = False
         self._last_down: dict[str, Transition] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
         self._alarm_reported = False
-        self._outbox: list[messages.EventMessage] = []
+        # reporting
         self._state_key: object = None
         self._state_sent = float("-inf")
-        self.rounds = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._clock: _Clock | None = None
+        self._route_wake: asyncio.Event | None = None
+        self._throttle: LogThrottle | None = None
 
     # --- life cycle ---------------------------------------------------------
 
+    @property
+    def clock(self) -> _Clock:
+        assert self._clock is not None, "the agent is not running"
+        return self._clock
+
     async def run(self, stop: asyncio.Event) -> None:
+        self._clock = _Clock()
+        self._route_wake = asyncio.Event()
+        self._throttle = LogThrottle(log, self.clock.now, period_s=LOG_PERIOD_S)
         await self.backend.setup()
         current = await self.backend.current()
+        self.applied = current
         if current is not None:
             # Adopt the routes a previous run left: a restart is not a failover.
             self.selector.active = current
             log.info("reconciled: routes already point at %s", current)
         self._event(messages.EventType.AGENT_START, f"agent started; routes on {current or 'none'}")
-        # One unreported round per path first: sockets, clients and lazily
-        # imported code paths are ready before the first round that counts,
-        # which decides UNKNOWN -> UP/DOWN on its own and must not be slowed
-        # by start-up work.
-        await asyncio.gather(
-            *(
-                self._probe(p, b, self.policy.timeout)
-                for p in self.probers
-                for b in self.bindings.values()
-            )
-        )
-        self._refresh()
-        workers = [self._probe_loop(name) for name in self.health]
-        workers.append(self._state_loop())
-        if self.settings.watch_links:
-            workers.append(self._link_loop())
+        await self._warm_up()
+        self._publish_state(self.clock.now())
         async with asyncio.TaskGroup() as group:
-            running = [group.create_task(w) for w in workers]
+            running = [
+                group.create_task(self._probe_loop(r), name=f"probe-{r.name}")
+                for r in self.paths.values()
+            ]
+            running.append(group.create_task(self._route_loop(), name="routes"))
+            running.append(group.create_task(self._state_loop(), name="state"))
+            if self.kernel_watch is not None:
+                running.append(group.create_task(self._kernel_loop(), name="kernel-events"))
             await stop.wait()
             for task in running:
                 task.cancel()
         await self._shutdown()
+
+    async def _warm_up(self) -> None:
+        """One unreported probe of each kind per path: sockets, clients and
+        lazily imported code are ready, and each deadline starts from a
+        real RTT, before the first round that counts (which decides
+        UNKNOWN -> UP/DOWN on its own and must not be slowed by start-up)."""
+        runners = list(self.paths.values())
+        pairs = [(r, p) for r in runners for p in self.probers]
+        results = await asyncio.gather(
+            *(self._probe(p, r.binding, self.policy.timeout) for r, p in pairs)
+        )
+        for (runner, _), result in zip(pairs, results, strict=True):
+            if result.ok and result.rtt_s is not None:
+                runner.planner.late(result.kind, result.rtt_s)
+            self._account(runner, result)
 
     async def _shutdown(self) -> None:
         for task in list(self._tasks):
@@ -187,20 +248,14 @@ class Agent:
             await prober.aclose()
         await self.backend.aclose()
 
-    def _spawn(self, coro: Awaitable[None], name: str) -> None:
-        task: asyncio.Task[None] = asyncio.ensure_future(coro)
-        task.set_name(name)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
     # --- probing -------------------------------------------------------------
 
-    async def _probe_loop(self, path: str) -> None:
-        wake = self._wake[path]
+    async def _probe_loop(self, runner: PathRunner) -> None:
+        health, wake = runner.health, runner.wake
         while True:
             started = self.clock.now()
-            self._spawn(self._round(path), f"round-{path}")
-            due = started + self.health[path].interval()
+            self._start_round(runner, started)
+            due = started + health.interval()
             wake.clear()
             # A round that turns the path suspect wakes us to probe sooner.
             while (delay := due - self.clock.now()) > 0:
@@ -210,101 +265,120 @@ class Agent:
                 except TimeoutError:
                     break
                 wake.clear()
-                due = min(due, started + self.health[path].interval())
+                due = min(due, started + health.interval())
 
-    async def _round(self, path: str) -> None:
-        seq = self._started[path] = self._started[path] + 1
-        binding = self.bindings[path]
-        timers = [self._timers[(path, p.kind)] for p in self.probers]
-        results: list[ProbeResult] = await asyncio.gather(
-            *(
-                self._probe(p, binding, timer.timeout())
-                for p, timer in zip(self.probers, timers, strict=True)
+    def _start_round(self, runner: PathRunner, t: float) -> None:
+        planned = runner.planner.start(t)
+        for kind, deadline in planned.deadlines.items():
+            task = asyncio.create_task(
+                self._probe_one(runner, planned.seq, self._prober_of[kind], deadline),
+                name=f"probe-{runner.name}-{kind}",
             )
-        )
-        for result, timer in zip(results, timers, strict=True):
-            if result.ok and result.rtt_s is not None:
-                timer.observe(result.rtt_s)
-        self._finished[path][seq] = (self.clock.now(), results)
-        await self._deliver(path)
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
-    async def _deliver(self, path: str) -> None:
-        """Feed finished rounds to the core in the order they started: a lost
-        probe that times out late must not count after a newer good round."""
-        if self._delivering[path]:
-            return  # the running delivery picks this round up
-        self._delivering[path] = True
-        try:
-            finished = self._finished[path]
-            while (seq := self._reported[path] + 1) in finished:
-                t, results = finished.pop(seq)
-                self._reported[path] = seq
-                await self._report(path, t, results)
-        finally:
-            self._delivering[path] = False
-
-    async def _report(self, path: str, t: float, results: list[ProbeResult]) -> None:
-        self.rounds += 1
-        for result in results:
-            self.metrics.probe_results.labels(self.town.id, path, result.kind, result.outcome).inc()
-            if result.ok and result.rtt_s is not None:
-                self.metrics.probe_rtt.labels(
-                    self.town.id, path, self.target_of[result.kind], result.kind
-                ).observe(result.rtt_s)
-        health = self.health[path]
-        was_suspect = health.suspect()
-        samples = {r.kind: Sample(t, r.ok, r.rtt_s) for r in results}
-        transition = health.round(t, samples)
-        if transition is not None:
-            self._on_transition(transition)
-        if health.suspect() and not was_suspect:
-            self._wake[path].set()
-        await self._decide(t)
+    async def _probe_one(
+        self, runner: PathRunner, seq: int, prober: Prober, deadline: float
+    ) -> None:
+        result = await self._probe(prober, runner.binding, deadline)
+        at = self.clock.now()
+        self._account(runner, result)
+        for done in runner.planner.finish(seq, result.kind, result.ok, result.rtt_s, at):
+            self._report(runner, done)
 
     async def _probe(self, prober: Prober, binding: PathBinding, deadline_s: float) -> ProbeResult:
         try:
-            async with asyncio.timeout(deadline_s * 1.5):  # a prober must never hang a round
+            async with asyncio.timeout(deadline_s * PROBE_GUARD):
                 return await prober.probe(binding, deadline_s)
         except TimeoutError:
             return ProbeResult(prober.kind, False, None, "timeout")
         except Exception as exc:  # one broken prober must not stop the agent
-            log.warning("%s probe on %s failed: %r", prober.kind, binding.path, exc)
             return ProbeResult(prober.kind, False, None, "error", repr(exc))
 
-    # --- link events ---------------------------------------------------------
+    def _account(self, runner: PathRunner, result: ProbeResult) -> None:
+        """Count a probe; say a probe that could not be sent once a minute."""
+        town, path, kind = self.town.id, runner.name, result.kind
+        self.metrics.probe_results.labels(town, path, kind, result.outcome).inc()
+        if result.ok and result.rtt_s is not None:
+            self.metrics.probe_rtt.labels(town, path, self.target_of[kind], kind).observe(
+                result.rtt_s
+            )
+            return
+        if result.outcome not in ("no_source", "error"):
+            return
+        self.metrics.probe_errors.labels(town, path, kind, result.outcome).inc()
+        if result.outcome == "no_source":
+            text = (
+                f"path {path}: {kind} probes cannot be sent: the path's source address "
+                f"{runner.binding.source} is not on this host (is the agent running at "
+                f"{self.town.id}'s edge, with {runner.path.interface} configured?)"
+            )
+        else:
+            text = f"path {path}: {kind} probe failed: {result.detail}"
+        assert self._throttle is not None
+        self._throttle.warning((path, kind, result.outcome), text)
 
-    async def _link_loop(self) -> None:
+    def _on_late(self, path: str, kind: str, rtt_s: float) -> None:
+        self.late_answer(path, kind, self.clock.now() - rtt_s, rtt_s)
+
+    def late_answer(self, path: str, kind: str, sent: float, rtt_s: float) -> None:
+        """A probe sent at `sent` (loop time) answered after its deadline."""
+        runner = self.paths.get(path)
+        if runner is None:
+            return
+        runner.planner.late(kind, rtt_s)
+        runner.health.late_answer(sent, kind, rtt_s)
+
+    def _report(self, runner: PathRunner, done: DoneRound) -> None:
+        if done.t < runner.link_event_at:
+            return  # sent before the link changed under it
+        self.rounds += 1
+        health = runner.health
+        was_suspect = health.suspect()
+        transition = health.round(done.t, done.samples, done=done.done)
+        if transition is not None:
+            self._on_transition(transition)
+        if health.suspect() and not was_suspect:
+            runner.wake.set()
+        self._decide(done.done)
+
+    # --- kernel events -----------------------------------------------------------
+
+    async def _kernel_loop(self) -> None:
+        assert self.kernel_watch is not None
         try:
-            seen_down: set[str] = set()
-            async for ifname, up in watch_links(list(self.by_interface)):
-                path = self.by_interface[ifname]
+            async for event in self.kernel_watch(list(self.by_interface), self.prefixes):
                 t = self.clock.now()
-                if up:
-                    self.health[path].link_up(t)
-                    if ifname in seen_down:
-                        seen_down.discard(ifname)
-                        # The kernel dropped every route through the interface
-                        # when it went down, the path's own table included:
-                        # without it the path's probes would follow the main
-                        # table, over the other path.
-                        await self._restore_path_tables(ifname)
-                    continue
-                seen_down.add(ifname)
-                transition = self.health[path].link_down(t, f"link {ifname} down")
-                if transition is not None:
-                    self._on_transition(transition)
-                    await self._decide(t)
+                if isinstance(event, RouteEvent):
+                    self._wake_routes()  # compare the table with the decision now
+                elif isinstance(event, LinkEvent):
+                    self._on_link(t, event)
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # probes still cover a lost netlink socket
-            log.error("link watch stopped (%r); probes alone detect failures now", exc)
+        except Exception as exc:  # probes and the periodic check still cover it
+            log.error("kernel event watch stopped (%r); probes alone detect failures now", exc)
 
-    async def _restore_path_tables(self, ifname: str) -> None:
-        try:
-            await self.backend.setup()
-            log.info("link %s up: per-path routes restored", ifname)
-        except RouteError as exc:
-            log.error("link %s up, but its per-path routes could not be restored: %s", ifname, exc)
+    def _on_link(self, t: float, event: LinkEvent) -> None:
+        runner = self.by_interface[event.ifname]
+        runner.link_event_at = t
+        for done in runner.planner.drop_before(t):
+            self._report(runner, done)
+        if event.up:
+            runner.health.link_up(t)
+            if runner.link_was_down:
+                runner.link_was_down = False
+                # The kernel dropped every route through the interface when it
+                # went down: the path's own table (without it the path's probes
+                # would follow the main table, over the other path) and, if the
+                # path is active, the town's routes.
+                self._restore_tables = True
+                self._wake_routes()
+            return
+        runner.link_was_down = True
+        transition = runner.health.link_down(t, f"link {event.ifname} down")
+        if transition is not None:
+            self._on_transition(transition)
+            self._decide(t)
 
     # --- decisions -------------------------------------------------------------
 
@@ -326,48 +400,30 @@ class Agent:
         if kind is not None and tr.old is not PathState.UNKNOWN:
             self._event(kind, tr.reason, path=tr.path, at=tr.t)
 
-    async def _decide(self, t: float) -> None:
-        if self._route_lock.locked():
-            self._route_pending = True  # the running apply re-decides when done
-            return
-        async with self._route_lock:
-            while True:
-                self._route_pending = False
-                decision = self.selector.decide(t, self.health)
-                if decision is not None:
-                    await self._apply(decision)
-                self._check_alarm(t)
-                self._refresh()
-                if not self._route_pending:
-                    return
-                t = self.clock.now()
+    def _decide(self, t: float) -> None:
+        """Re-evaluate after a round or a link event: synchronous, so the
+        decision and its events never wait for a route change."""
+        if t >= self._retry_at:
+            decision = self.selector.decide(t, self.health)
+            if decision is not None:
+                self._pending = decision
+                self._announce(decision)
+                self._wake_routes()
+        self._check_alarm(t)
+        self._publish_state(t)
 
-    async def _apply(self, decision: Decision) -> None:
-        change = RouteChange(self.town.id, decision.old, decision.new, decision.reason)
-        try:
-            await self.backend.apply(change)
-        except RouteError as exc:
-            self.metrics.route_errors.labels(self.town.id, self.backend.name).inc()
-            log.error("route change to %s failed: %s; retrying", decision.new, exc)
-            self.selector.active = decision.old  # not applied: decide again next round
-            await asyncio.sleep(ROUTE_RETRY_S)
-            return
-        applied = self.clock.now()
-        if self.sink is not None and decision.old is not None:
-            self.sink.reconnect()  # its session still uses the old path's address
-        log.info(
-            "routes: %s -> %s (%s: %s)", decision.old, decision.new, decision.kind, decision.reason
-        )
+    def _announce(self, decision: Decision) -> None:
         if decision.kind == "initial":
             return
-        self.metrics.failovers.labels(
-            self.town.id, decision.old or "", decision.new, decision.kind
-        ).inc()
-        duration = None
+        key = (decision.old, decision.new)
+        if key == self._announced:
+            return  # a retry of the change already announced
+        self._announced = key
+        log.info(
+            "decided: %s -> %s (%s: %s)", decision.old, decision.new, decision.kind, decision.reason
+        )
         down = self._last_down.get(decision.old or "")
-        if decision.kind == "failover" and down is not None:
-            duration = applied - down.suspected_at
-            self.metrics.last_failover.labels(self.town.id).set(duration)
+        detect = decision.t - down.suspected_at if decision.kind == "failover" and down else None
         event = (
             messages.EventType.FAILBACK
             if decision.kind == "failback"
@@ -378,8 +434,8 @@ class Agent:
             decision.reason,
             from_path=decision.old,
             to_path=decision.new,
-            duration_s=duration,
-            at=applied,
+            duration_s=detect,
+            at=decision.t,
             details={"kind": decision.kind},
         )
 
@@ -391,59 +447,238 @@ class Agent:
         elif not self.selector.all_down:
             self._alarm_reported = False
 
+    # --- routes: the kernel follows the decision ---------------------------------
+
+    def _wake_routes(self) -> None:
+        if self._route_wake is not None:
+            self._route_wake.set()
+
+    async def _route_loop(self) -> None:
+        wake = self._route_wake
+        assert wake is not None
+        while True:
+            now = self.clock.now()
+            if now >= self._retry_at > float("-inf"):
+                self._retry_at = float("-inf")
+                self._decide(now)  # the failed change is decided again
+            timeout = RECONCILE_S
+            if self._retry_at > now:
+                timeout = min(timeout, self._retry_at - now)
+            try:
+                async with asyncio.timeout(timeout):
+                    await wake.wait()
+            except TimeoutError:
+                pass
+            wake.clear()
+            if self.clock.now() < self._retry_at:
+                continue
+            await self.converge()
+
+    async def converge(self) -> None:
+        """Make the routes follow the selector's active path, then check."""
+        if self._restore_tables:
+            self._restore_tables = False
+            try:
+                await self.backend.setup()
+                log.info("link up: per-path routes restored")
+            except RouteError as exc:
+                log.error("link up, but the per-path routes could not be restored: %s", exc)
+                self._restore_tables = True
+        target = self.selector.active
+        if target is None:
+            return
+        if target != self.applied and not await self._apply(target):
+            return
+        await self.reconcile()
+
+    async def _apply(self, target: str) -> bool:
+        decision = self._pending if self._pending and self._pending.new == target else None
+        reason = decision.reason if decision else f"routes to {target}"
+        change = RouteChange(self.town.id, self.applied, target, reason)
+        try:
+            await self.backend.apply(change)
+        except RouteError as exc:
+            self._route_failed(change, exc)
+            return False
+        applied = self.clock.now()
+        old, self.applied = self.applied, target
+        self._retry_s = ROUTE_RETRY_S
+        self._announced = None
+        if self.sink is not None and old is not None:
+            self.sink.reconnect()  # its session still uses the old path's address
+        log.info("routes: %s -> %s (%s)", old, target, reason)
+        kind = decision.kind if decision else "switch"
+        if decision is None or kind == "initial":
+            return True
+        self._pending = None
+        self.metrics.failovers.labels(self.town.id, old or "", target, kind).inc()
+        duration = None
+        down = self._last_down.get(old or "")
+        if kind == "failover" and down is not None:
+            duration = applied - down.suspected_at
+            self.metrics.last_failover.labels(self.town.id).set(duration)
+        self._event(
+            messages.EventType.ROUTES_APPLIED,
+            f"routes follow {target}",
+            from_path=old,
+            to_path=target,
+            duration_s=duration,
+            at=applied,
+            details={"kind": kind, "apply_s": round(applied - decision.t, 6)},
+        )
+        return True
+
+    def _route_failed(self, change: RouteChange, exc: RouteError) -> None:
+        self.metrics.route_errors.labels(self.town.id, self.backend.name).inc()
+        retry = self._retry_s
+        self._retry_s = min(2 * self._retry_s, ROUTE_RETRY_MAX_S)
+        self._retry_at = self.clock.now() + retry
+        log.error(
+            "route change %s -> %s failed: %s; retry in %gs", change.old, change.new, exc, retry
+        )
+        self._event(
+            messages.EventType.ROUTE_ERROR,
+            str(exc),
+            from_path=change.old,
+            to_path=change.new,
+            details={"backend": self.backend.name, "split": exc.split, "retry_s": retry},
+        )
+        self._spawn(self._learn_kernel(), "learn-kernel")
+
+    async def _learn_kernel(self) -> None:
+        """After a failure, the selector's active path is what the kernel has."""
+        try:
+            actual = await self.backend.current()
+        except RouteError as exc:
+            log.error("cannot read the routes back: %s", exc)
+            return
+        self.applied = actual
+        self.selector.active = actual
+        self._publish_state(self.clock.now())
+
+    async def reconcile(self) -> None:
+        """Compare the kernel's table with the decision; put back what is
+        missing or wrong, report (and leave) what another protocol holds."""
+        target = self.selector.active
+        try:
+            routes = await self.backend.inspect()
+        except RouteError as exc:
+            assert self._throttle is not None
+            self._throttle.error("inspect", f"cannot read the routing table: {exc}")
+            return
+        if routes is None or target is None:
+            self.routes_in_sync = None
+            return
+        self._note_conflicts([r for r in routes if r.owner == "foreign"])
+        wrong = [
+            r for r in routes if r.owner == "none" or (r.owner == "netwatch" and r.path != target)
+        ]
+        if not wrong:
+            self.routes_in_sync = True
+            return
+        self.routes_in_sync = False
+        runner = self.paths[target]
+        if not runner.health.carrier:
+            assert self._throttle is not None
+            self._throttle.warning(
+                ("reinstall", target),
+                f"routes to {', '.join(r.prefix for r in wrong)} missing, but {target}'s link "
+                f"{runner.path.interface} is down: they are put back when it comes up",
+            )
+            return
+        found = ", ".join(
+            f"{r.prefix}: "
+            + ("no route" if r.owner == "none" else f"via {r.path or 'an unknown gateway'}")
+            for r in wrong
+        )
+        change = RouteChange(self.town.id, target, target, "reinstall")
+        try:
+            await self.backend.apply(change, [r.prefix for r in wrong])
+        except RouteError as exc:
+            self._route_failed(change, exc)
+            return
+        self.routes_in_sync = True
+        self.metrics.route_reinstalled.labels(self.town.id, target).inc()
+        log.warning("routes put back via %s (found %s)", target, found)
+        self._event(
+            messages.EventType.ROUTE_REINSTALLED,
+            f"found {found}; put back via {target}",
+            path=target,
+            details={"prefixes": [r.prefix for r in wrong]},
+        )
+
+    def _note_conflicts(self, foreign: list[PrefixRoute]) -> None:
+        now = {r.prefix: r for r in foreign}
+        for prefix, route in now.items():
+            if prefix not in self.route_conflicts:
+                text = (
+                    f"route {prefix} in the main table belongs to protocol {route.proto}, not "
+                    "netwatch: left alone (netwatch never replaces other protocols' routes)"
+                )
+                log.error("ALARM: %s", text)
+                self._event(
+                    messages.EventType.ROUTE_CONFLICT,
+                    text,
+                    details={"prefix": prefix, "proto": route.proto},
+                )
+        for prefix in set(self.route_conflicts) - set(now):
+            log.info("route conflict on %s cleared", prefix)
+            self._event(
+                messages.EventType.ROUTE_CONFLICT_CLEARED,
+                f"{prefix} no longer held by another protocol",
+                details={"prefix": prefix},
+            )
+        self.route_conflicts = now
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     # --- reporting ---------------------------------------------------------------
 
-    def _refresh(self) -> None:
-        """A new snapshot for the metrics collector and the retained state."""
-        t = self.clock.now()
+    def snapshot(self) -> AgentSnapshot:
+        """The agent at this moment, built when asked (a scrape, a message)."""
+        t = self.clock.now() if self._clock is not None else 0.0
         sink = self.sink
         mqtt = MqttStatus()
         if sink is not None:
             mqtt = MqttStatus(
                 True, sink.connected, sink.spooled, sink.spool_dropped, sink.published_events
             )
-        icmp = next((p for p in self.probers if isinstance(p, IcmpProber)), None)
-        self.snapshot = AgentSnapshot(
+        counters = getattr(self._prober_of.get("icmp"), "counters", None)
+        return AgentSnapshot(
             town=self.town.id,
             active=self.selector.active,
             all_down=self.selector.all_down,
             paths={name: h.snapshot(t) for name, h in self.health.items()},
             mqtt=mqtt,
-            icmp_ignored=dict(icmp.counters) if icmp else {},
+            icmp_ignored=dict(counters) if isinstance(counters, dict) else {},
+            routes_in_sync=self.routes_in_sync,
+            route_conflicts=tuple(sorted(self.route_conflicts)),
         )
-        if sink is not None:
-            # The retained state is the current truth: send it when a decision
-            # changes, and every STATE_REFRESH_S for the figures; not per round.
-            key = (
-                self.snapshot.active,
-                self.snapshot.all_down,
-                tuple((n, p.state, p.damped) for n, p in self.snapshot.paths.items()),
-            )
-            if key != self._state_key or t - self._state_sent >= STATE_REFRESH_S:
-                self._state_key, self._state_sent = key, t
-                sink.publish_state(self._state_message(t))
-        self._flush_events()  # after the decision they belong to is applied
+
+    def _publish_state(self, t: float, *, force: bool = False) -> None:
+        """The retained state is the current truth: sent when a decision
+        changes it, and every STATE_REFRESH_S for the figures; not per round."""
+        if self.sink is None:
+            return
+        key = (
+            self.selector.active,
+            self.selector.all_down,
+            tuple((n, h.state, h.damped(t)) for n, h in self.health.items()),
+        )
+        if not force and key == self._state_key and t - self._state_sent < STATE_REFRESH_S:
+            return
+        self._state_key, self._state_sent = key, t
+        self.sink.publish_state(self._state_message(t))
 
     def _state_message(self, t: float) -> messages.StateMessage:
-        assert self.snapshot is not None
-        paths = {}
-        for name, snap in self.snapshot.paths.items():
-            stats = snap.stats
-            paths[name] = messages.PathStatus(
-                state=messages.PathState(snap.state.value.upper()),
-                loss_ratio=stats.loss_ratio if stats.count else None,
-                rtt_p50_s=stats.rtt_p50,
-                rtt_p95_s=stats.rtt_p95,
-                jitter_s=stats.jitter,
-                damped=snap.damped,
-                since=self.clock.wall(snap.since if snap.since is not None else self.clock.mono0),
-            )
-        return messages.StateMessage(
-            town=self.town.id,
-            ts=self.clock.wall(t),
-            active_path=self.snapshot.active,
-            all_down=self.snapshot.all_down,
-            paths=paths,
+        return wire.state_message(
+            self.snapshot(),
+            t=t,
+            wall=self.clock.wall,
+            origin=self.clock.mono0,
             route_backend=self.backend.name,
         )
 
@@ -461,9 +696,9 @@ class Agent:
     ) -> None:
         if self.sink is None:
             return
-        # Queued, not published: publishing writes the event to the spool
-        # with an fsync, and a route change must never wait for a disk.
-        self._outbox.append(
+        # Handed over at once: the sink spools it on its own thread, so an
+        # event is on disk within milliseconds, whatever the routes are doing.
+        self.sink.publish_event(
             messages.EventMessage(
                 town=self.town.id,
                 ts=self.clock.wall(at if at is not None else self.clock.now()),
@@ -477,42 +712,14 @@ class Agent:
             )
         )
 
-    def _flush_events(self) -> None:
-        if self.sink is None:
-            return
-        while self._outbox:
-            self.sink.publish_event(self._outbox.pop(0))
-
     async def _state_loop(self) -> None:
         next_metrics = self.clock.now() + self.settings.metrics_period_s
         while True:
             await asyncio.sleep(STATE_REFRESH_S)
-            self._refresh()  # also catches hold-down expiry reported by decide()
-            if self.sink is not None and self.clock.now() >= next_metrics:
+            now = self.clock.now()
+            self._decide(now)  # also catches hold-down expiry between rounds
+            self._publish_state(now)
+            if self.sink is not None and now >= next_metrics:
                 next_metrics += self.settings.metrics_period_s
-                self.sink.publish_metrics(self._metrics_message())
-
-    def _metrics_message(self) -> messages.MetricsMessage:
-        assert self.snapshot is not None
-        state = self._state_message(self.clock.now())
-        summaries = {
-            name: messages.PathSummary(
-                state=s.state,
-                loss_ratio=s.loss_ratio,
-                rtt_p50_s=s.rtt_p50_s,
-                rtt_p95_s=s.rtt_p95_s,
-                jitter_s=s.jitter_s,
-            )
-            for name, s in state.paths.items()
-        }
-        probes: dict[str, messages.JSON] = {"rounds": self.rounds}
-        return messages.MetricsMessage(town=self.town.id, paths=summaries, probes=probes)
-
-
-def _make_prober(kind: str, topo: Topology) -> Prober:
-    targets = topo.datacenter.targets
-    if kind == "icmp":
-        return IcmpProber(targets.icmp)
-    if kind == "tcp":
-        return TcpProber(targets.tcp)
-    return HttpProber(targets.http, targets.http_status)
+                state = self._state_message(now)
+                self.sink.publish_metrics(wire.metrics_message(state, {"rounds": self.rounds}))

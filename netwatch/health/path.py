@@ -67,6 +67,7 @@ from netwatch.topology.units import format_duration
 __all__ = ["PathHealth", "PathSnapshot", "PathState", "Transition"]
 
 MIN_SAMPLES = 10  # the window judges a path only once it holds this many samples
+LATE_MATCH_S = 0.002  # a late answer's send time, as the agent knows it, is this close
 LOSS_Z = 1.64  # one-sided 95 %: a window's loss must be over fail.loss beyond chance
 MAX_ROUND_LOSS = 0.5  # above this the window's fail.loss judges, not the silent-run length
 
@@ -300,12 +301,12 @@ class PathHealth:
             return  # slower than the policy allows: the silence stands
         if self._silent == 0:
             if rtt_s <= self.policy.timeout:
-                self.window.answer_late(t, kind, rtt_s)
+                self.window.answer_late(t, kind, rtt_s, LATE_MATCH_S)
             return
         self._silent = self._bad = 0
         self._run_lost = self._run_count = 0
         if rtt_s <= self.policy.timeout:
-            self.window.answer_late(t, kind, rtt_s)  # latency, not loss
+            self.window.answer_late(t, kind, rtt_s, LATE_MATCH_S)  # latency, not loss
         self.verdict = f"late answer ({kind} {_ms(rtt_s)}): slow, not silent"
 
     def silent_rounds_needed(self, stats: WindowStats) -> int:

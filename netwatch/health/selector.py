@@ -11,6 +11,10 @@ damped.  Around it:
 - when no path works, the selector stays where it is (re-pointing routes at
   another dead path helps nobody) and raises `all_down`; whichever path
   comes back first is then taken at once;
+- with `degraded_after` set, an active path DEGRADED that long moves the
+  traffic to a less preferred path that is UP and clean (not DEGRADED),
+  and failback then needs the preferred path clean (UP, not DEGRADED) for
+  the hold-down, so a path hovering at the degraded line does not flap;
 - at start, the first choice waits only for paths that could beat the best
   one working (a more preferred path still UNKNOWN, which its first round
   settles), so a restarting agent does not land on the backup and then sit
@@ -41,6 +45,12 @@ class HealthView(Protocol):
     def up_since(self) -> float | None: ...
 
     @property
+    def clean_since(self) -> float | None: ...
+
+    @property
+    def since(self) -> float | None: ...
+
+    @property
     def reason(self) -> str: ...
 
     def damped(self, t: float) -> bool: ...
@@ -66,7 +76,13 @@ def _duration(seconds: float) -> str:
 
 
 class PathSelector:
-    def __init__(self, paths_by_preference: Sequence[str], holddown_s: float) -> None:
+    def __init__(
+        self,
+        paths_by_preference: Sequence[str],
+        holddown_s: float,
+        *,
+        degraded_after: float | None = None,
+    ) -> None:
         names = tuple(paths_by_preference)
         if not names:
             raise ValueError("at least one path is needed")
@@ -76,14 +92,17 @@ class PathSelector:
             raise ValueError(f"a hold-down cannot be negative, got {holddown_s!r}")
         self.paths = names
         self.holddown_s = holddown_s
+        self.degraded_after = degraded_after
         self.active: str | None = None
         self.all_down = False  # alarm: no path works (not raised while all are UNKNOWN)
         self.all_down_since: float | None = None
         self._rank = {name: i for i, name in enumerate(names)}
 
     def held(self, t: float, view: HealthView) -> bool:
-        """Whether a path has worked without a break for the hold-down."""
-        return view.up_since is not None and t - view.up_since >= self.holddown_s
+        """Whether a path has worked without a break for the hold-down (and,
+        with `degraded_after`, without being DEGRADED)."""
+        since = view.up_since if self.degraded_after is None else view.clean_since
+        return since is not None and t - since >= self.holddown_s
 
     def decide(self, t: float, health: Mapping[str, HealthView]) -> Decision | None:
         """Re-evaluate at `t`; a Decision when the active path changes."""
@@ -123,13 +142,33 @@ class PathSelector:
             if self._rank[name] >= rank:
                 break
             if self.held(t, health[name]):
-                since = health[name].up_since
+                view_since = health[name].up_since
+                if self.degraded_after is not None:
+                    view_since = health[name].clean_since
+                since = view_since
                 assert since is not None  # held() checked it
                 reason = (
                     f"{name} up for {_duration(t - since)} "
                     f"(hold-down {_duration(self.holddown_s)}){note}"
                 )
                 return self._move(t, name, reason, "failback")
+
+        if (
+            self.degraded_after is not None
+            and view.state is PathState.DEGRADED
+            and view.since is not None
+            and t - view.since >= self.degraded_after
+        ):
+            clean = [
+                name for name in undamped if name != active and health[name].state is PathState.UP
+            ]
+            if clean:
+                new = clean[0]
+                reason = (
+                    f"{active} degraded for {_duration(t - view.since)} "
+                    f"(limit {_duration(self.degraded_after)}): {view.reason}; {new} is up"
+                )
+                return self._move(t, new, reason, "switch")
 
         if active not in pool:  # working but damped, while an undamped path works
             lower = [name for name in pool if self._rank[name] > rank]

@@ -128,18 +128,18 @@ class SampleWindow:
             self._jitter_diffs += 1
         rtts.append(ns)
 
-    def answer_late(self, t: float, stream: str, rtt_s: float) -> bool:
-        """A sample of `stream` sent at `t`, counted lost, was answered after
-        all: make it an answered sample with `rtt_s`.  Late answers are
-        recent, so the search runs from the newest end.  False if no such
-        lost sample is (still) in the window."""
+    def answer_late(self, t: float, stream: str, rtt_s: float, tolerance: float = 0.0) -> bool:
+        """A sample of `stream` sent at `t` (give or take `tolerance`), counted
+        lost, was answered after all: make it an answered sample with `rtt_s`.
+        Late answers are recent, so the search runs from the newest end.
+        False if no such lost sample is (still) in the window."""
         samples = self._samples
         for index in range(len(samples) - 1, -1, -1):
             sample, name = samples[index]
-            if sample.t < t:
+            if sample.t < t - tolerance:
                 return False
-            if sample.t == t and name == stream and not sample.ok:
-                answered = Sample(t, True, rtt_s)
+            if abs(sample.t - t) <= tolerance and name == stream and not sample.ok:
+                answered = Sample(sample.t, True, rtt_s)
                 samples[index] = (answered, name)
                 self._lost -= 1
                 bisect.insort(self._sorted, rtt_s)

@@ -21,7 +21,9 @@ empties) and the `dropped` and `corrupt` counters.
 
 When full, `append` drops the oldest message: the newest events describe
 the current situation best.  A lock file (flock) keeps two publishers off
-the same spool.  Not thread-safe: use it from one thread (the event loop).
+the same spool.  Not thread-safe: use it from one thread at a time.  Its
+fsyncs take as long as the disk likes, so `netwatch.mqtt.Publisher` keeps
+it on a writer thread of its own, never on the event loop.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import os
 import re
 import zlib
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import NamedTuple, Self
@@ -60,13 +63,23 @@ class Spool:
     Raises `SpoolError` if the directory cannot be created or opened and
     `SpoolLockedError` if another `Spool` holds it; `append` raises `OSError`
     when the disk refuses the write (the message is then not stored).
+
+    `sync` makes a file descriptor durable (`os.fsync`); tests give a slow or
+    failing one to play a sick disk.
     """
 
-    def __init__(self, directory: str | os.PathLike[str], *, max_messages: int = 10_000) -> None:
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        *,
+        max_messages: int = 10_000,
+        sync: Callable[[int], None] = os.fsync,
+    ) -> None:
         if max_messages < 1:
             raise ValueError(f"max_messages must be at least 1, got {max_messages}")
         self.directory = Path(directory)
         self.max_messages = max_messages
+        self._sync = sync
         self._seqs: deque[int] = deque()
         self._next_seq = 1
         self._dropped = 0
@@ -126,6 +139,11 @@ class Spool:
 
     def __len__(self) -> int:
         return len(self._seqs)
+
+    @property
+    def oldest(self) -> int | None:
+        """The sequence number of the oldest message, None when empty."""
+        return self._seqs[0] if self._seqs else None
 
     @property
     def dropped(self) -> int:
@@ -216,14 +234,14 @@ class Spool:
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view) :]
-            os.fsync(fd)
+            self._sync(fd)
         except BaseException:
             os.close(fd)
             tmp.unlink(missing_ok=True)
             raise
         os.close(fd)
         os.rename(tmp, self.directory / name)
-        os.fsync(self._dir_fd)
+        self._sync(self._dir_fd)
 
     def _read(self, seq: int) -> bytes | None:
         try:

@@ -1,44 +1,324 @@
-"""ICMP echo over a raw socket, packets built and parsed with scapy.
+"""ICMP echo over raw sockets.
 
 Each path sends from its own raw socket (carrying the path's fwmark and
 bound to its source address); one more raw socket receives every echo
 reply.  A reply is ours when its identifier is the path's, its sequence
 number is outstanding and its payload carries the probe's random nonce;
-anything else is counted (late, duplicate, foreign) and ignored, so a
-stray or replayed packet can never make a dead path look alive.
+anything else is counted (late, duplicate, foreign, malformed) and
+ignored, so a stray or replayed packet can never make a dead path look
+alive.  `EchoMatcher` holds those rules and no socket, so they can be
+tested on crafted bytes.
+
+Cost: scapy builds the echo request once, at construction, as a template;
+each probe patches the identifier, sequence number, nonce and checksum
+into a copy with struct, and replies are parsed with struct.  Building
+and dissecting scapy packets per probe cost about 1 ms of CPU per probe,
+now about 60 µs in all, most of it the event loop and the system calls
+(bench/probe_cost_bench.py).  Scapy stays the packet builder, but it is
+imported at construction, not with this module: its import costs about
+26 MiB of RSS (scapy's core, its data tables and routes; scapy.layers.inet
+adds little), which a process that never probes ICMP need not pay.
+
+Timing: the RTT is the kernel's receive timestamp of the reply
+(SO_TIMESTAMPNS, CLOCK_REALTIME) minus time.time_ns() taken right after
+sendto, so the time a busy event loop takes to get to the reply is not
+counted.  (A local target answers within the sendto call itself, stamped
+before it returns; such a reply counts from just before sendto.)  The
+deadline is a timer (loop.call_at) racing the reply for one future:
+asyncio runs the callbacks of ready I/O before the timers due in the same
+iteration, so after a stall a reply that had already arrived wins, and
+its kernel timestamp decides whether it came within the deadline (if not,
+it is late).  Without a usable timestamp the RTT falls back to
+perf_counter arithmetic at the time the reply is read.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
+import functools
 import os
 import random
 import socket
+import struct
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
-from typing import TypeVar
+from typing import TYPE_CHECKING, NamedTuple, TypeVar
 
-from scapy.layers.inet import ICMP, IP
-from scapy.packet import Raw
+from netwatch.agent.probes import (
+    PathBinding,
+    ProbeResult,
+    bind_to_path,
+    no_source,
+    register,
+    setup_failed,
+)
 
-from netwatch.agent.probes import PathBinding, ProbeResult
+if TYPE_CHECKING:
+    from netwatch.topology.model import Targets
 
-SO_MARK = 36
 SOL_RAW = 255
-ICMP_FILTER = 1
+ICMP_FILTER = 1  # <linux/icmp.h>: a bitmask of ICMP types the raw socket does not receive
+SO_TIMESTAMPNS = 35  # <asm-generic/socket.h> SO_TIMESTAMPNS_OLD
+SCM_TIMESTAMPNS = SO_TIMESTAMPNS
 ECHO_REPLY, ECHO_REQUEST = 0, 8
 NONCE_BYTES = 16
+ICMP_HEADER_BYTES = 8
 _LATE_MEMORY = 4096  # sequence numbers remembered after their deadline
+_RECV_BYTES = 65535
+
+_IPV4 = struct.Struct("!B8xB2x4s")  # version+IHL, (...), protocol, (checksum), source
+_ICMP = struct.Struct("!BBHHH")  # type, code, checksum, identifier, sequence number
+_ID_SEQ = struct.Struct("!HH")
+_CHECKSUM = struct.Struct("!H")
+_TIMESPEC = struct.Struct("@ll")  # struct timespec: tv_sec, tv_nsec (native longs)
+_ANCILLARY_BYTES = socket.CMSG_SPACE(_TIMESPEC.size)
 V = TypeVar("V")
 
 
-@dataclass
-class _Outstanding:
+# --- packets -----------------------------------------------------------------
+
+
+@functools.cache
+def echo_template() -> bytes:
+    """An echo request with identifier, sequence number, nonce and checksum
+    still to fill in: 8 bytes of ICMP header, then NONCE_BYTES of payload."""
+    from scapy.layers.inet import ICMP
+    from scapy.packet import Raw
+
+    return bytes(ICMP(type=ECHO_REQUEST, id=0, seq=0) / Raw(b"\0" * NONCE_BYTES))
+
+
+def internet_checksum(data: bytes | bytearray) -> int:
+    """RFC 1071: the ones' complement of the ones'-complement sum of the data
+    taken as big-endian 16-bit words (an odd last byte is padded with zero)."""
+    if len(data) % 2:
+        data = bytes(data) + b"\0"
+    total: int = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:  # fold the carries back in
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def build_echo_request(template: bytes, ident: int, seq: int, nonce: bytes) -> bytearray:
+    """A copy of `template` (see echo_template) with its fields filled in."""
+    if len(nonce) != NONCE_BYTES or len(template) != ICMP_HEADER_BYTES + NONCE_BYTES:
+        raise ValueError("expected the echo template and a nonce of NONCE_BYTES")
+    packet = bytearray(template)
+    _ID_SEQ.pack_into(packet, 4, ident, seq)
+    packet[ICMP_HEADER_BYTES:] = nonce
+    _CHECKSUM.pack_into(packet, 2, 0)
+    _CHECKSUM.pack_into(packet, 2, internet_checksum(packet))
+    return packet
+
+
+class IcmpMessage(NamedTuple):
+    """The fields of an ICMP message that matching looks at."""
+
+    source: bytes  # the IPv4 source address, 4 bytes in network order
+    icmp_type: int
+    code: int
+    ident: int
+    seq: int
+    payload: bytes  # at most the first NONCE_BYTES after the ICMP header
+
+
+def parse_icmp(packet: bytes | bytearray | memoryview) -> IcmpMessage | None:
+    """An IPv4 packet as a raw socket delivers it (IP header included) as an
+    ICMP message, or None if it is too short or not IPv4 carrying ICMP."""
+    if len(packet) < 20:
+        return None
+    version_ihl, protocol, source = _IPV4.unpack_from(packet)
+    offset = (version_ihl & 0x0F) * 4
+    if version_ihl >> 4 != 4 or offset < 20 or protocol != socket.IPPROTO_ICMP:
+        return None
+    if len(packet) < offset + ICMP_HEADER_BYTES:
+        return None
+    icmp_type, code, _checksum, ident, seq = _ICMP.unpack_from(packet, offset)
+    start = offset + ICMP_HEADER_BYTES
+    return IcmpMessage(
+        source, icmp_type, code, ident, seq, bytes(packet[start : start + NONCE_BYTES])
+    )
+
+
+# --- matching ------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class Outstanding:
+    """One probe waiting for its reply."""
+
+    ident: int
+    seq: int
     nonce: bytes
-    sent: float
-    future: asyncio.Future[float]
+    deadline_s: float
+    future: asyncio.Future[float | None]
+    sending_ns: int = 0  # time.time_ns() right before sendto (CLOCK_REALTIME, as the kernel stamp)
+    sent_ns: int = 0  # time.time_ns() right after sendto
+    sent_perf: float = 0.0  # time.perf_counter() right after sendto
+
+
+@dataclass
+class _Flight:
+    """The probes of one identifier (one path)."""
+
+    pending: dict[int, Outstanding] = field(default_factory=dict)
+    expired: OrderedDict[int, Outstanding] = field(default_factory=OrderedDict)
+    answered: OrderedDict[int, None] = field(default_factory=OrderedDict)
+
+
+class EchoMatcher:
+    """Which echo replies answer an outstanding probe; counts the others.
+
+    No sockets: `feed()` takes a packet as the receiving raw socket reads it.
+    """
+
+    def __init__(self, target: IPv4Address) -> None:
+        self._target = target.packed
+        self._flights: dict[int, _Flight] = {}
+        self.counters = {"late": 0, "duplicate": 0, "foreign": 0, "malformed": 0}
+        # Told of each late reply (identifier, RTT): a slow path, not a lost probe.
+        self.on_late: Callable[[int, float], None] | None = None
+
+    @property
+    def idents(self) -> frozenset[int]:
+        return frozenset(self._flights)
+
+    def add_ident(self, ident: int) -> None:
+        self._flights.setdefault(ident, _Flight())
+
+    def expect(self, ident: int, seq: int, nonce: bytes, deadline_s: float) -> Outstanding:
+        """Register a probe about to be sent; set its sent_* right after sending."""
+        future: asyncio.Future[float | None] = asyncio.get_running_loop().create_future()
+        outstanding = Outstanding(ident, seq, nonce, deadline_s, future)
+        self._flights[ident].pending[seq] = outstanding
+        return outstanding
+
+    def discard(self, outstanding: Outstanding) -> None:
+        """Forget a probe that was never sent."""
+        flight = self._flights[outstanding.ident]
+        if flight.pending.get(outstanding.seq) is outstanding:
+            del flight.pending[outstanding.seq]
+        outstanding.future.cancel()
+
+    async def wait(self, outstanding: Outstanding) -> float | None:
+        """The RTT, or None if no reply came within the deadline.
+
+        The deadline timer and the reader race to resolve one future: the
+        first wins, and the other finds it done.
+        """
+        loop = asyncio.get_running_loop()
+        timer = loop.call_at(loop.time() + outstanding.deadline_s, self._expire, outstanding)
+        try:
+            return await outstanding.future
+        finally:
+            timer.cancel()
+            self._expire(outstanding)  # cancelled: a reply that still comes is late
+
+    def _expire(self, outstanding: Outstanding) -> None:
+        flight = self._flights.get(outstanding.ident)
+        if flight is not None and flight.pending.get(outstanding.seq) is outstanding:
+            del flight.pending[outstanding.seq]
+            _remember(flight.expired, outstanding.seq, outstanding)
+        if not outstanding.future.done():
+            outstanding.future.set_result(None)
+
+    def feed(
+        self, packet: bytes | bytearray | memoryview, stamp_ns: int | None, now: float
+    ) -> None:
+        """Match one received packet: `stamp_ns` is its kernel receive time
+        (time.time_ns() scale) if known, `now` the perf_counter() at reading."""
+        message = parse_icmp(packet)
+        if message is None:
+            self.counters["malformed"] += 1
+            return
+        if message.icmp_type != ECHO_REPLY or message.source != self._target:
+            self.counters["foreign"] += 1
+            return
+        flight = self._flights.get(message.ident)
+        if flight is None:
+            self.counters["foreign"] += 1
+            return
+        nonce, seq = message.payload, message.seq
+        if len(nonce) < NONCE_BYTES:  # our identifier, but not a whole reply to our request
+            self.counters["malformed"] += 1
+            return
+        outstanding = flight.pending.get(seq)
+        if outstanding is not None and outstanding.nonce == nonce:
+            del flight.pending[seq]
+            rtt, stamped = _rtt(outstanding, stamp_ns, now)
+            if stamped and rtt > outstanding.deadline_s:
+                # Read only now (the loop was busy), but it came after the deadline.
+                _remember(flight.expired, seq, outstanding)
+                self.counters["late"] += 1
+                if not outstanding.future.done():
+                    outstanding.future.set_result(None)
+                self._late(message.ident, rtt)
+                return
+            _remember(flight.answered, seq, None)
+            if not outstanding.future.done():
+                outstanding.future.set_result(rtt)
+        elif (expired := flight.expired.get(seq)) is not None and expired.nonce == nonce:
+            self.counters["late"] += 1
+            del flight.expired[seq]  # a second copy is a duplicate, not news
+            _remember(flight.answered, seq, None)
+            self._late(message.ident, _rtt(expired, stamp_ns, now)[0])
+        elif seq in flight.answered:
+            self.counters["duplicate"] += 1
+        else:
+            self.counters["foreign"] += 1
+
+    def _late(self, ident: int, rtt: float) -> None:
+        if self.on_late is not None:
+            self.on_late(ident, rtt)
+
+
+def _rtt(outstanding: Outstanding, stamp_ns: int | None, now: float) -> tuple[float, bool]:
+    """The RTT and whether it comes from the kernel's timestamp.
+
+    The RTT runs from the end of sendto to the stamp; a reply stamped while
+    sendto still ran (a local target: loopback delivers the request and
+    the reply within the sendto call) counts from its start instead.  The
+    stamp is trusted only if it lies between the send and the reading: a
+    wall-clock step in between would make it meaningless.
+    """
+    sending, sent = outstanding.sending_ns, outstanding.sent_ns
+    elapsed = now - outstanding.sent_perf
+    if stamp_ns is not None and sending <= stamp_ns <= sent + elapsed * 1e9:
+        return (stamp_ns - (sent if stamp_ns >= sent else sending)) / 1e9, True
+    return max(elapsed, 0.0), False
+
+
+def _receive_stamp(ancillary: list[tuple[int, int, bytes]]) -> int | None:
+    """The SCM_TIMESTAMPNS of a recvmsg, in nanoseconds since the epoch."""
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == SCM_TIMESTAMPNS and len(data) >= _TIMESPEC.size:
+            seconds, nanoseconds = _TIMESPEC.unpack_from(data)
+            return int(seconds) * 1_000_000_000 + int(nanoseconds)
+    return None
+
+
+def _is_local(address: IPv4Address) -> bool:
+    """Whether `address` is one of this host's (a socket can be bound to it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        try:
+            sock.bind((str(address), 0))
+        except OSError as exc:
+            return exc.errno != errno.EADDRNOTAVAIL
+    return True
+
+
+def _remember(memory: OrderedDict[int, V], seq: int, value: V) -> None:
+    memory[seq] = value
+    memory.move_to_end(seq)
+    while len(memory) > _LATE_MEMORY:
+        memory.popitem(last=False)
+
+
+# --- the prober ----------------------------------------------------------------
 
 
 @dataclass
@@ -46,9 +326,6 @@ class _PathState:
     ident: int
     sock: socket.socket
     seq: int = 0
-    pending: dict[int, _Outstanding] = field(default_factory=dict)
-    expired: OrderedDict[int, bytes] = field(default_factory=OrderedDict)
-    answered: OrderedDict[int, None] = field(default_factory=OrderedDict)
 
 
 class IcmpProber:
@@ -56,104 +333,97 @@ class IcmpProber:
 
     def __init__(self, target: IPv4Address) -> None:
         self.target = str(target)
+        self._template = echo_template()
+        self._matcher = EchoMatcher(target)
+        self.counters = self._matcher.counters  # ignored replies by reason, for the metrics
         self._paths: dict[str, _PathState] = {}
+        self._path_of: dict[int, str] = {}  # identifier -> path
+        # Told of each reply that came after its deadline: (path, kind, RTT).
+        self.on_late: Callable[[str, str, float], None] | None = None
+        self._matcher.on_late = self._on_late_reply
         self._receiver: socket.socket | None = None
-        self.counters = {"late": 0, "duplicate": 0, "foreign": 0, "malformed": 0}
-
-    def _start_receiver(self) -> None:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
-        sock.setblocking(False)
-        # Only echo replies reach us (a set bit filters that type out).
-        sock.setsockopt(
-            SOL_RAW, ICMP_FILTER, (~(1 << ECHO_REPLY) & 0xFFFFFFFF).to_bytes(4, "little")
-        )
-        asyncio.get_running_loop().add_reader(sock.fileno(), self._on_readable)
-        self._receiver = sock
-
-    def _path(self, binding: PathBinding) -> _PathState:
-        state = self._paths.get(binding.path)
-        if state is None:
-            if self._receiver is None:
-                self._start_receiver()
-            sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
-            sock.setblocking(False)
-            sock.setsockopt(socket.SOL_SOCKET, SO_MARK, binding.mark)
-            # A sending socket would get a copy of every ICMP packet: filter all.
-            sock.setsockopt(SOL_RAW, ICMP_FILTER, b"\xff\xff\xff\xff")
-            sock.bind((str(binding.source), 0))
-            used = {p.ident for p in self._paths.values()}
-            ident = random.randrange(1, 0xFFFF)
-            while ident in used:
-                ident = random.randrange(1, 0xFFFF)
-            state = _PathState(ident=ident, sock=sock)
-            self._paths[binding.path] = state
-        return state
+        self._buffer = bytearray(_RECV_BYTES)
+        self._view = memoryview(self._buffer)
 
     async def probe(self, binding: PathBinding, deadline_s: float) -> ProbeResult:
-        state = self._path(binding)
-        state.seq = (state.seq + 1) & 0xFFFF
-        seq = state.seq
+        state = self._paths.get(binding.path)
+        if state is None:
+            try:
+                state = self._open_path(binding)
+            except OSError as exc:
+                return setup_failed(self.kind, binding, exc)
+        state.seq = seq = (state.seq + 1) & 0xFFFF
         nonce = os.urandom(NONCE_BYTES)
-        packet = bytes(ICMP(type=ECHO_REQUEST, id=state.ident, seq=seq) / Raw(nonce))
-        future: asyncio.Future[float] = asyncio.get_running_loop().create_future()
-        sent = time.perf_counter()
-        state.pending[seq] = _Outstanding(nonce, sent, future)
+        packet = build_echo_request(self._template, state.ident, seq, nonce)
+        outstanding = self._matcher.expect(state.ident, seq, nonce, deadline_s)
+        outstanding.sending_ns = time.time_ns()
         try:
             state.sock.sendto(packet, (self.target, 0))
         except OSError as exc:
-            del state.pending[seq]
+            self._matcher.discard(outstanding)
+            if not _is_local(binding.source):  # it went away since the bind: ENETUNREACH
+                return no_source(self.kind, binding)
             return ProbeResult(self.kind, False, None, "unreachable", exc.strerror or str(exc))
-        try:
-            async with asyncio.timeout(deadline_s):
-                rtt = await future
-        except TimeoutError:
+        outstanding.sent_ns = time.time_ns()
+        outstanding.sent_perf = time.perf_counter()
+        rtt = await self._matcher.wait(outstanding)
+        if rtt is None:
             return ProbeResult(self.kind, False, None, "timeout")
-        finally:
-            outstanding = state.pending.pop(seq, None)
-            if outstanding is not None and not future.done():
-                _remember(state.expired, seq, outstanding.nonce)
         return ProbeResult(self.kind, True, rtt, "ok")
 
+    def _open_path(self, binding: PathBinding) -> _PathState:
+        if self._receiver is None:
+            self._start_receiver()
+        sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+        try:
+            sock.setblocking(False)
+            # A sending socket would get a copy of every ICMP packet: filter all.
+            sock.setsockopt(SOL_RAW, ICMP_FILTER, b"\xff\xff\xff\xff")
+            bind_to_path(sock, binding)
+        except OSError:
+            sock.close()
+            raise
+        used = self._matcher.idents
+        ident = random.randrange(1, 0xFFFF)
+        while ident in used:
+            ident = random.randrange(1, 0xFFFF)
+        self._matcher.add_ident(ident)
+        self._path_of[ident] = binding.path
+        state = self._paths[binding.path] = _PathState(ident=ident, sock=sock)
+        return state
+
+    def _on_late_reply(self, ident: int, rtt: float) -> None:
+        path = self._path_of.get(ident)
+        if path is not None and self.on_late is not None:
+            self.on_late(path, self.kind, rtt)
+
+    def _start_receiver(self) -> None:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+        try:
+            sock.setblocking(False)
+            # Only echo replies reach us (a set bit filters that type out).
+            mask = ~(1 << ECHO_REPLY) & 0xFFFFFFFF
+            sock.setsockopt(SOL_RAW, ICMP_FILTER, mask.to_bytes(4, "little"))
+            sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+            asyncio.get_running_loop().add_reader(sock.fileno(), self._on_readable)
+        except OSError:
+            sock.close()
+            raise
+        self._receiver = sock
+
     def _on_readable(self) -> None:
-        assert self._receiver is not None
+        sock = self._receiver
+        if sock is None:
+            return
         now = time.perf_counter()
         while True:
             try:
-                data = self._receiver.recv(65535)
+                size, ancillary, _flags, _addr = sock.recvmsg_into([self._buffer], _ANCILLARY_BYTES)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:
                 return
-            self._handle(data, now)
-
-    def _handle(self, data: bytes, now: float) -> None:
-        try:
-            ip = IP(data)
-            icmp = ip[ICMP]
-            ident, seq, payload = int(icmp.id), int(icmp.seq), bytes(icmp.payload)
-        except (IndexError, ValueError, TypeError):
-            self.counters["malformed"] += 1
-            return
-        if icmp.type != ECHO_REPLY or ip.src != self.target:
-            self.counters["foreign"] += 1
-            return
-        state = next((s for s in self._paths.values() if s.ident == ident), None)
-        if state is None:
-            self.counters["foreign"] += 1
-            return
-        nonce = payload[:NONCE_BYTES]
-        outstanding = state.pending.get(seq)
-        if outstanding is not None and outstanding.nonce == nonce:
-            if not outstanding.future.done():
-                outstanding.future.set_result(now - outstanding.sent)
-            del state.pending[seq]
-            _remember(state.answered, seq, None)
-        elif state.expired.get(seq) == nonce:
-            self.counters["late"] += 1
-        elif seq in state.answered:
-            self.counters["duplicate"] += 1
-        else:
-            self.counters["foreign"] += 1
+            self._matcher.feed(self._view[:size], _receive_stamp(ancillary), now)
 
     async def aclose(self) -> None:
         if self._receiver is not None:
@@ -165,8 +435,6 @@ class IcmpProber:
         self._paths.clear()
 
 
-def _remember(memory: OrderedDict[int, V], seq: int, value: V) -> None:
-    memory[seq] = value
-    memory.move_to_end(seq)
-    while len(memory) > _LATE_MEMORY:
-        memory.popitem(last=False)
+@register("icmp")
+def _from_targets(targets: Targets) -> IcmpProber:
+    return IcmpProber(targets.icmp)
