@@ -90,7 +90,7 @@ def test_built_request_is_a_valid_echo_request(ident: int, seq: int, nonce: byte
 def test_template_is_not_modified_by_building() -> None:
     template = echo_template()
     build_echo_request(template, 7, 7, NONCE)
-    assert template == bytes(ICMP(type=8, id=0, seq=0) / Raw(bytes(NONCE_BYTES)))
+    assert template == bytes(ICMP(type=8, id=0, seq=0, chksum=0) / Raw(bytes(NONCE_BYTES)))
 
 
 # --- parsing -------------------------------------------------------------------

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ctypes
 import logging
+import os
 import shlex
 import signal
 import sys
@@ -20,6 +22,7 @@ from netwatch.topology import DEFAULT_PATH, Topology, TopologyError, Town, load
 
 DEFAULT_METRICS = "127.0.0.1:9470"
 DEFAULT_SPOOL = "/var/lib/netwatch/spool"
+MCL_CURRENT, MCL_FUTURE = 1, 2  # <sys/mman.h>
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -63,6 +66,19 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     parser.add_argument(
         "--withdraw-on-exit", action="store_true", help="remove netwatch's routes on SIGTERM"
+    )
+    parser.add_argument(
+        "--realtime-priority",
+        type=int,
+        metavar="N",
+        help="run under SCHED_RR at priority N (1-99), as keepalived's vrrp_rt_priority: "
+        "probes and route changes keep their timing on a busy box (needs CAP_SYS_NICE)",
+    )
+    parser.add_argument(
+        "--lock-memory",
+        action="store_true",
+        help="lock the agent's memory (mlockall), as keepalived's vrrp_no_swap: a failover "
+        "never waits for pages to come back from swap (needs CAP_IPC_LOCK)",
     )
     parser.add_argument("--no-link-watch", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument(
@@ -128,6 +144,7 @@ def run(args: argparse.Namespace) -> int:
         watch_links=not args.no_link_watch,
     )
     backend = _backend(args, topo, town)
+    _schedule(args.realtime_priority, args.lock_memory)
     try:
         asyncio.run(_main(settings, backend, listen, None if mqtt == "off" else mqtt, spool))
     except PermissionError as exc:
@@ -135,6 +152,24 @@ def run(args: argparse.Namespace) -> int:
             f"{exc.strerror or exc}: the agent needs root (raw sockets, routes)"
         ) from None
     return 0
+
+
+def _schedule(priority: int | None, lock_memory: bool) -> None:
+    """Real-time scheduling and locked memory, when asked for."""
+    if priority is not None:
+        if not 1 <= priority <= 99:
+            raise UserError(f"--realtime-priority: expected 1-99, got {priority}")
+        try:
+            os.sched_setscheduler(0, os.SCHED_RR, os.sched_param(priority))
+        except OSError as exc:
+            raise UserError(
+                f"--realtime-priority {priority}: {exc.strerror or exc} (needs CAP_SYS_NICE)"
+            ) from None
+    if lock_memory:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.mlockall(MCL_CURRENT | MCL_FUTURE) != 0:
+            err = ctypes.get_errno()
+            raise UserError(f"--lock-memory: {os.strerror(err)} (needs CAP_IPC_LOCK)")
 
 
 async def _main(
