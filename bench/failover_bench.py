@@ -87,12 +87,11 @@ from dataclasses import asdict, dataclass, field
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from types import FrameType, TracebackType
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from bench.load import UnderLoad
 from loadprobe import netpath
 from netwatch.emulator.control import EmulatorClient, EmulatorError, LinkState
 from netwatch.emulator.netns import entered
@@ -109,6 +108,11 @@ from netwatch.lab.plan import Link, Plan, make_plan
 from netwatch.lab.procs import wait_until
 from netwatch.lab.state import STATE_FILE, LabState, pids_with_marker
 from netwatch.topology import Topology, load
+
+if TYPE_CHECKING:  # mypy reads bench/ as top-level modules (it has no __init__.py)
+    from load import UnderLoad, frr_status
+else:
+    from bench.load import UnderLoad, frr_status
 
 ROOT = Path(__file__).resolve().parent.parent
 PREFIX_PROBE = "10.200.0.10"
@@ -645,7 +649,9 @@ class NftSynCounter:
 
     def start(self) -> None:
         self._loaded = True  # from here on, close() has something to delete
-        self._nft("-f", "-", stdin=nft_ruleset(self.TABLE, self.host, self.port, self.sources))
+        self._nft(
+            "-f", "/dev/stdin", stdin=nft_ruleset(self.TABLE, self.host, self.port, self.sources)
+        )
         if not self.read():
             raise RuntimeError("nft: the table was loaded but its counters cannot be read")
 
@@ -771,6 +777,14 @@ def open_syn_counter(
     packets = PacketSynCounter(netns, host, port, sources)
     packets.start()
     return packets, note
+
+
+def active_path(samples: list[Sample] | None) -> str | None:
+    """The path the agent says carries the traffic (netwatch_path_active == 1)."""
+    for name, labels, value in samples or []:
+        if name == "netwatch_path_active" and value == 1.0:
+            return labels.get("path")
+    return None
 
 
 def probe_counts(samples: list[Sample] | None) -> dict[tuple[str, str], float]:
@@ -1080,9 +1094,8 @@ def noise_case(
                 except LabError as exc:
                     progress(f"! {town.id}: could not reset the primary: {exc}")
         time.sleep(NOISE_TAIL_S)
-        after = {
-            t: agent_metric(session.netns(t), "netwatch_failovers_total") or 0.0 for t in monitors
-        }
+        final = {t: scrape(session.netns(t)) for t in monitors}
+        after = {t: metric_sum(final[t], "netwatch_failovers_total") or 0.0 for t in monitors}
     finally:
         for monitor in monitors.values():
             monitor.stop()
@@ -1096,6 +1109,9 @@ def noise_case(
             "initial_dev": monitor.initial,
             "agent_route_changes": after[town.id] - before[town.id],
             "netlink_overruns": monitor.overruns,
+            "final_dev": monitor.changes[-1][1] if monitor.changes else monitor.initial,
+            "agent_active_path": active_path(final.get(town.id)),
+            "agent_routes_in_sync": metric_sum(final.get(town.id), "netwatch_routes_in_sync"),
             "applied_profile": applied.get(town.id),
             "loss_seen": _loss_seen(counters0.get(town.id), counters1.get(town.id)),
         }
@@ -1138,9 +1154,10 @@ def run_under_load(
         if load.frr_note:
             progress(f"  {load.frr_note}")
         time.sleep(3.0)  # the burners running, the churn's first round under way
+        label = f"{profile} under load" + ("" if load.churn else " (CPU burners only, no FRR)")
         with LabSession(topo_path, work, "load", policy=profile) as session:
             out["lab_up_s"] = session.up_seconds
-            run = run_cuts(session, profile, cuts, f"{profile} under load")
+            run = run_cuts(session, profile, cuts, label)
             out.update(cuts_summary(run))
     out["load"] = load.summary()
     return out
@@ -1224,8 +1241,8 @@ def md_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
         padded = [c.ljust(widths[i]) if i == 0 else c.rjust(widths[i]) for i, c in enumerate(cells)]
         return "| " + " | ".join(padded) + " |"
 
-    rule = ["-" * widths[0], *("-" * (w - 1) + ":" for w in widths[1:])]
-    return "\n".join([line(headers), "|-" + "-|-".join(rule) + "-|", *(line(r) for r in rows)])
+    rule = ["-" * (widths[0] + 2), *("-" * (w + 1) + ":" for w in widths[1:])]
+    return "\n".join([line(headers), "|" + "|".join(rule) + "|", *(line(r) for r in rows)])
 
 
 def render_cuts(runs: Sequence[dict[str, Any]], default: str) -> str:
@@ -1235,7 +1252,7 @@ def render_cuts(runs: Sequence[dict[str, Any]], default: str) -> str:
     for run in runs:
         name = f"`{run['profile']}`" + (" (default)" if run["profile"] == default else "")
         if "under load" in run["label"]:
-            name = f"`{run['profile']}` under load"
+            name = f"`{run['profile']}` {run['label'].removeprefix(run['profile']).strip()}"
         rows.append(
             [
                 name,
@@ -1274,12 +1291,13 @@ def render_cost(steady: dict[str, Any], towns: Sequence[str], profile: str) -> s
 
 
 def render_dc(steady: dict[str, Any], profile: str) -> str:
+    counted = "nft" if steady.get("dc_method") == NftSynCounter.method else "packet socket"
     headers = [
         f"probe load on the data center, `{profile}`, per path",
-        "connects/s (DC, independent)",
-        "TCP probes/s",
-        "HTTP probes/s",
-        "ICMP probes/s",
+        f"connects/s ({counted}, independent)",
+        "TCP probes/s (agent)",
+        "HTTP probes/s (agent)",
+        "ICMP probes/s (agent)",
     ]
     rows = [
         [
@@ -1311,7 +1329,7 @@ def render_noise(noise: dict[str, dict[str, Any]], towns: Sequence[str], profile
     notes = []
     for case in noise.values():
         per = case.get("towns", {})
-        cells = []
+        cells, applied = [], []
         for t in towns:
             entry = per.get(t)
             if entry is None:
@@ -1319,19 +1337,28 @@ def render_noise(noise: dict[str, dict[str, Any]], towns: Sequence[str], profile
                 continue
             cells.append(f"{entry['route_changes']} ({entry['agent_route_changes']:.0f})")
             seen = entry.get("loss_seen") or {}
-            if any(v is not None for v in seen.values()):
-                notes.append(
-                    f"  {case['title']}, {t}: loss applied up {_fmt(_pct(seen.get('a_to_b')), '.1f', ' %')}, "
-                    f"down {_fmt(_pct(seen.get('b_to_a')), '.1f', ' %')}"
-                )
+            up, down = _pct(seen.get("a_to_b")), _pct(seen.get("b_to_a"))
+            if (up or 0) > 0 or (down or 0) > 0:
+                applied.append(f"{t} {_fmt(up, '.1f')}/{_fmt(down, '.1f')} %")
             if entry.get("netlink_overruns"):
                 notes.append(
                     f"  ! {case['title']}, {t}: {entry['netlink_overruns']} netlink overruns"
                 )
+            if entry.get("initial_dev") is None:
+                notes.append(f"  ! {case['title']}, {t}: no route to the data center at the start")
+            if entry.get("agent_routes_in_sync") == 0.0:
+                notes.append(f"  ! {case['title']}, {t}: the agent says its routes are not in sync")
         rows.append([f"{case['title']}, {case['seconds']:.0f} s", *cells])
         if case.get("agent_cpu_pct_during"):
             cpu = case["agent_cpu_pct_during"]
             rows.append(["  agent CPU during it", *(_fmt(cpu.get(t), ".1f", " %") for t in towns)])
+        if applied:
+            notes.append(
+                f"  {case['title']}: loss the emulator applied, up/down: {', '.join(applied)}"
+            )
+        if case.get("not_on_primary_at_start"):
+            late = ", ".join(case["not_on_primary_at_start"])
+            notes.append(f"  ! {case['title']}: not on the primary at the start: {late}")
     return "\n".join([md_table(headers, rows), *notes])
 
 
@@ -1345,7 +1372,8 @@ def render_load(load_run: dict[str, Any], quiet_up_s: float | None) -> str:
     burners = load.get("burners") or {}
     if burners.get("cores_used") is not None:
         lines.append(
-            f"  CPU burners used {burners['cores_used']:.2f} cores over {burners['wall_seconds']:.0f} s"
+            f"  CPU burners used {burners['cores_used']:.2f} cores "
+            f"over {burners['wall_seconds']:.0f} s"
         )
     frr = load.get("frr")
     if frr:
@@ -1487,6 +1515,7 @@ def machine() -> dict[str, Any]:
         "kernel": platform.release(),
         "python": platform.python_version(),
         "nft": shutil.which("nft"),
+        "frr": frr_status()[1],
     }
 
 

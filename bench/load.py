@@ -55,7 +55,8 @@ IP_TIMEOUT = 10.0
 ERRORS_KEPT = 8
 
 for _ns in NAMESPACES:  # the lab's namespaces are nw-*: never touch one of them
-    assert _ns.startswith("bfdload-") and not _ns.startswith("nw-")
+    assert _ns.startswith("bfdload-")
+    assert not _ns.startswith("nw-")
 
 Log = Callable[[str], None]
 
@@ -92,6 +93,20 @@ def _stop_process(proc: subprocess.Popen[bytes], grace: float = 2.0) -> None:
             proc.kill()
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=2.0)
+
+
+def _stop_processes(procs: Sequence[subprocess.Popen[bytes]], grace: float = 2.0) -> None:
+    """SIGTERM to all, then SIGKILL to those still running after `grace` seconds."""
+    for proc in procs:
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for proc in procs:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+    for proc in procs:
+        _stop_process(proc, grace=0.0)
 
 
 def _cpu_seconds(pid: int) -> float | None:
@@ -138,8 +153,7 @@ class CpuBurners:
             self._cpu_at_stop = self.cpu_seconds()
             if self._started_at is not None:
                 self._wall_at_stop = time.monotonic() - self._started_at
-        for proc in self.procs:
-            _stop_process(proc, grace=1.0)
+        _stop_processes(self.procs, grace=1.0)
 
     def summary(self) -> dict[str, Any]:
         cores = None
@@ -292,15 +306,23 @@ class FrrChurn:
     def _loop(self) -> None:
         while not self._stop.is_set():
             started = time.monotonic()
+            ups = self.stats.bfd_up
             try:
                 self._round()
             except _Stopped:
                 pass
             except Exception as exc:  # keep churning: the load matters more than one round
                 self.stats.error(str(exc))
+                if self.stats.error_count == 1:
+                    self._log(f"  FRR churn, round {self.stats.rounds}: {exc}")
             finally:
                 self._teardown()
             self.stats.round_seconds.append(time.monotonic() - started)
+            if ups == 0 and self.stats.bfd_up == 1:
+                self._log(
+                    f"  FRR churn: BFD up {self.stats.up_seconds[0]:.1f} s after bfdd started "
+                    f"(round {self.stats.rounds}); churning on"
+                )
             self._stop.wait(self.pause)
 
     def _check(self) -> None:
@@ -395,7 +417,7 @@ class FrrChurn:
             "-i", str(here / f"{daemon}.pid"),
             "-z", str(here / "zserv.api"),
             "--vty_socket", str(here / "vty"),
-            "-A", "127.0.0.1", "-P", "0",  # no TCP vty
+            "-P", "0",                     # no TCP vty (zebra's -A is not --vty_addr)
         ]  # fmt: skip
         if daemon == "bfdd" and self._bfdctl:
             argv += ["--bfdctl", str(here / "bfdd.sock")]
@@ -439,8 +461,7 @@ class FrrChurn:
         """Kill our daemons, anything else left in our namespaces, delete them."""
         with self._lock:
             daemons, self._daemons = self._daemons, []
-            for d in daemons:
-                _stop_process(d.proc)
+            _stop_processes([d.proc for d in daemons])
             present = _namespaces()
             for ns in NAMESPACES:
                 if ns not in present:

@@ -164,6 +164,8 @@ class Agent:
             if isinstance(prober, ReportsLate):  # answers after their deadline are latency
                 prober.on_late = self._on_late
         self.metrics = AgentMetrics(self.town.id, self.snapshot)
+        self._result_counters: dict[tuple[str, str, str], Any] = {}
+        self._rtt_histograms: dict[tuple[str, str], Any] = {}
         self.rounds = 0
         # routes
         self.applied: str | None = None  # what the backend last carried out
@@ -298,11 +300,20 @@ class Agent:
     def _account(self, runner: PathRunner, result: ProbeResult) -> None:
         """Count a probe; say a probe that could not be sent once a minute."""
         town, path, kind = self.town.id, runner.name, result.kind
-        self.metrics.probe_results.labels(town, path, kind, result.outcome).inc()
-        if result.ok and result.rtt_s is not None:
-            self.metrics.probe_rtt.labels(town, path, self.target_of[kind], kind).observe(
-                result.rtt_s
+        key = (path, kind, result.outcome)
+        counter = self._result_counters.get(key)
+        if counter is None:  # labels() is a lookup under a lock: once per series
+            counter = self._result_counters[key] = self.metrics.probe_results.labels(
+                town, path, kind, result.outcome
             )
+        counter.inc()
+        if result.ok and result.rtt_s is not None:
+            histogram = self._rtt_histograms.get((path, kind))
+            if histogram is None:
+                histogram = self._rtt_histograms[(path, kind)] = self.metrics.probe_rtt.labels(
+                    town, path, self.target_of[kind], kind
+                )
+            histogram.observe(result.rtt_s)
             return
         if result.outcome not in ("no_source", "error"):
             return
