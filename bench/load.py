@@ -65,6 +65,20 @@ def _ip() -> str:
     return shutil.which("ip") or "/usr/sbin/ip"
 
 
+def _give_to_frr(root: Path | None, here: Path) -> None:
+    """The daemons drop to user frr: they must reach and write their files."""
+    if root is None:
+        return
+    path = here
+    while True:
+        shutil.chown(path, "frr", "frr")
+        if path == root or path.parent == path:
+            break
+        path = path.parent
+    for item in here.iterdir():
+        shutil.chown(item, "frr", "frr")
+
+
 def _run(argv: Sequence[str], *, check: bool = True, timeout: float = IP_TIMEOUT) -> str:
     try:
         done = subprocess.run(
@@ -409,10 +423,11 @@ class FrrChurn:
     def _spawn(self, directory: Path, side: int, daemon: str) -> None:
         here = directory / f"s{side}"
         ns = NAMESPACES[side]
+        _give_to_frr(self._root, here)
         argv = [
             _ip(), "netns", "exec", ns, str(FRR_LIBDIR / daemon),
             "-N", ns,                      # every default path of its own
-            "-u", "root", "-g", "root",    # our temporary directory is root's
+            "-u", "frr", "-g", "frr",      # its vty needs the frrvty group, which frr is in
             "-f", str(here / f"{daemon}.conf"),
             "-i", str(here / f"{daemon}.pid"),
             "-z", str(here / "zserv.api"),

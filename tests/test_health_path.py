@@ -571,9 +571,9 @@ class CutFigure:
 CUT_FIGURES = [
     # fast: the first lost echo waits its learned deadline (10 + 10 ms, + 10 ms
     # slack), then a round every 5 ms, each waiting twice as long after the
-    # expiry; DOWN once the silence has lasted fail.latency (100 ms) from the
-    # first lost probe's send time: the round sent at +40 ms, judged at +100.
-    CutFigure("fast", "cadence", 0.100, 4, 1),
+    # expiry; DOWN once the silence has lasted fail.latency (90 ms) from the
+    # first lost probe's send time: the round sent at +35 ms, judged at +95.
+    CutFigure("fast", "cadence", 0.095, 3, 1),
     CutFigure("fast", "sequential", 0.220, 3, 1),  # 30 ms, 5 + 60 ms, 5 + 120 ms
     CutFigure("mwan3-default", "cadence", 44.0, 5, 1),  # 5 rounds 10 s apart, + 4 s timeout
     CutFigure("mwan3-default", "sequential", 60.0, 5, 1),  # 5 x 4 s + 4 x 10 s
@@ -691,7 +691,7 @@ def test_light_loss_and_jitter_never_fail(profile: str, seed: int) -> None:
 
 
 def test_400ms_added_rtt_fast_down_within_5s() -> None:
-    # 410 ms is past fast's 250 ms timeout and 100 ms fail latency: lost
+    # 410 ms is past fast's 250 ms timeout and 90 ms fail latency: lost
     sim = simulate("fast", lossy(0, 0.0, start=30.0, extra=0.400), 40.0)
     down = sim.log.first("primary", DOWN)
     assert down is not None
@@ -826,7 +826,7 @@ def test_fast_19_percent_loss_for_two_minutes_is_no_cut(seed: int) -> None:
 
 
 def test_fast_latency_step_to_72ms_is_latency_not_loss() -> None:
-    # 12 ms -> 72 ms: under degraded (80 ms) and fail (100 ms) latency
+    # 12 ms -> 72 ms: under degraded (80 ms) and fail (90 ms) latency
     sim = simulate("fast", lossy(0, 0.0, start=30.0, extra=0.062), 90.0)
     assert [tr.new for tr in sim.log.transitions] == [UP]
 

@@ -521,9 +521,9 @@ def test_pathhealth_tracks_clean_since() -> None:
     assert health.clean_since == 0.0
     penalty = health.damping.penalty(0.0)
     t = 0.0
-    for _ in range(200):  # 90 ms: DEGRADED (80 ms), under fail (100 ms)
+    for _ in range(200):  # 85 ms: DEGRADED (80 ms), under fail (90 ms)
         t += 0.05
-        health.round(t, {"icmp": Sample(t, True, 0.09)})
+        health.round(t, {"icmp": Sample(t, True, 0.085)})
     assert health.state is DEGRADED
     assert health.clean_since is None
     assert health.damping.penalty(t) > penalty  # a degraded episode counts as a flap

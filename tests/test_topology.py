@@ -225,14 +225,14 @@ CASES = [
     ),
     Case(
         "recover latency not stricter than fail",
+        "recover: {loss: 5%, latency: 80ms}",
         "recover: {loss: 5%, latency: 90ms}",
-        "recover: {loss: 5%, latency: 100ms}",
         "policy.profiles.fast.recover.latency",
-        "must be stricter (lower) than fail latency 100ms",
+        "must be stricter (lower) than fail latency 90ms",
     ),
     Case(
         "fail latency at or above the timeout",
-        "fail: {loss: 35%, latency: 100ms}",
+        "fail: {loss: 35%, latency: 90ms}",
         "fail: {loss: 35%, latency: 250ms}",
         "policy.profiles.fast.fail.latency",
         "fail latency 250ms must be below the probe timeout 250ms",

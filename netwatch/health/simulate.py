@@ -17,7 +17,7 @@ When the next round starts is the agent's choice; two schedules are modelled:
 
 - "cadence" (the default, and the recommended one): rounds start every
   `health.interval()` start-to-start, whatever the previous round became
-  (rounds may overlap: `fast` probes every 100 ms with a 150 ms timeout).
+  (rounds may overlap: `fast` probes every 50 ms, each waiting up to 250 ms).
   Each report re-reads `interval()`, so a path turning suspect is probed
   at `suspect_interval` from that moment.  The probe rate does not depend
   on the outcome, so the window's loss ratio is an unbiased estimate.

@@ -260,7 +260,10 @@ class _PathTransport(httpx.AsyncBaseTransport):
             options.append((socket.SOL_SOCKET, SO_MARK, binding.mark))
         self._pool = httpcore.AsyncConnectionPool(
             ssl_context=tls,
-            max_connections=1,
+            # No keep-alive: every probe opens its own connection over the
+            # path; no limit, so a probe cancelled at its deadline can never
+            # leave the next one queued behind its connection.
+            max_connections=None,
             max_keepalive_connections=0,
             retries=0,
             local_address=str(binding.source),
@@ -309,20 +312,29 @@ class HttpProber:
         self.expected_status = expected_status
         # The one costly part of a client, shared by every probe.
         self._tls = tls if tls is not None else ssl.create_default_context()
+        # One client per path, made once (building one costs more CPU than
+        # the probe); it keeps no connection between probes.
+        self._clients: dict[PathBinding, httpx.AsyncClient] = {}
 
-    async def probe(self, binding: PathBinding, deadline_s: float) -> ProbeResult:
-        try:
+    def _client(self, binding: PathBinding) -> httpx.AsyncClient:
+        client = self._clients.get(binding)
+        if client is None:
             # trust_env=False: a proxy from the environment would carry the
             # probe over whatever path reaches the proxy.
-            async with httpx.AsyncClient(
+            client = self._clients[binding] = httpx.AsyncClient(
                 transport=_PathTransport(binding, self._tls),
                 follow_redirects=False,
                 trust_env=False,
-            ) as client:
-                start = time.perf_counter()
-                async with asyncio.timeout(deadline_s):  # one deadline for the whole exchange
-                    response = await client.get(self.url, timeout=deadline_s)
-                rtt = time.perf_counter() - start
+            )
+        return client
+
+    async def probe(self, binding: PathBinding, deadline_s: float) -> ProbeResult:
+        try:
+            client = self._client(binding)
+            start = time.perf_counter()
+            async with asyncio.timeout(deadline_s):  # one deadline for the whole exchange
+                response = await client.get(self.url, timeout=deadline_s)
+            rtt = time.perf_counter() - start
         except (TimeoutError, httpx.TimeoutException):
             return ProbeResult(self.kind, False, None, "timeout")
         except _NoSourceAddress:
@@ -335,7 +347,9 @@ class HttpProber:
         return ProbeResult(self.kind, True, rtt, "ok")
 
     async def aclose(self) -> None:
-        return None
+        clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            await client.aclose()
 
 
 @register("http")
