@@ -4,7 +4,7 @@
     await agent.run(stop_event)
 
 Each path has one `PathRunner` (its health, round planner, binding and
-wake-up); its probe loop starts a round every interval (faster while the
+round timer); its probe loop starts a round every interval (faster while the
 path is suspect) without waiting for the previous one, so a probe that
 times out never delays another path or the next round.  Finished rounds
 and link events go through the pure core (`netwatch.health`) at once, and
@@ -28,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
@@ -113,7 +113,8 @@ class PathRunner:
     binding: PathBinding
     health: PathHealth
     planner: RoundPlanner
-    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    timer: asyncio.TimerHandle | None = None  # the next round's start
+    started: float = float("-inf")  # the last round's start
     link_event_at: float = float("-inf")  # rounds sent before it are stale
     link_was_down: bool = False
 
@@ -253,21 +254,38 @@ class Agent:
     # --- probing -------------------------------------------------------------
 
     async def _probe_loop(self, runner: PathRunner) -> None:
-        health, wake = runner.health, runner.wake
-        while True:
-            started = self.clock.now()
-            self._start_round(runner, started)
-            due = started + health.interval()
-            wake.clear()
-            # A round that turns the path suspect wakes us to probe sooner.
-            while (delay := due - self.clock.now()) > 0:
-                try:
-                    async with asyncio.timeout(delay):
-                        await wake.wait()
-                except TimeoutError:
-                    break
-                wake.clear()
-                due = min(due, started + health.interval())
+        """Rounds start from a timer, not a task per round: a round every
+        interval, sooner when a round turns the path suspect (`_hurry`)."""
+        loop = asyncio.get_running_loop()
+        runner.timer = loop.call_at(loop.time(), self._tick, runner)
+        try:
+            await loop.create_future()  # until cancelled
+        finally:
+            if runner.timer is not None:
+                runner.timer.cancel()
+
+    def _interval(self, runner: PathRunner) -> float:
+        """Seconds between rounds: faster while suspect; slower on a path that
+        carries no traffic, if the policy says so (`standby_interval`)."""
+        health = runner.health
+        standby = self.policy.standby_interval
+        if standby is None or health.suspect() or runner.name == self.selector.active:
+            return health.interval()
+        return standby
+
+    def _tick(self, runner: PathRunner) -> None:
+        runner.started = started = self.clock.now()
+        self._start_round(runner, started)
+        due = started + self._interval(runner)
+        runner.timer = self.clock.loop.call_at(due, self._tick, runner)
+
+    def _hurry(self, runner: PathRunner) -> None:
+        """The path turned suspect or active: the next round may be due sooner."""
+        timer = runner.timer
+        due = max(runner.started + self._interval(runner), self.clock.now())
+        if timer is not None and not timer.cancelled() and due < timer.when():
+            timer.cancel()
+            runner.timer = self.clock.loop.call_at(due, self._tick, runner)
 
     def _start_round(self, runner: PathRunner, t: float) -> None:
         planned = runner.planner.start(t)
@@ -350,7 +368,7 @@ class Agent:
         if transition is not None:
             self._on_transition(transition)
         if health.suspect() and not was_suspect:
-            runner.wake.set()
+            self._hurry(runner)
         self._decide(done.done)
 
     # --- kernel events -----------------------------------------------------------
@@ -420,6 +438,7 @@ class Agent:
                 self._pending = decision
                 self._announce(decision)
                 self._wake_routes()
+                self._hurry(self.paths[decision.new])  # the active path is probed at `interval`
         self._check_alarm(t)
         self._publish_state(t)
 

@@ -214,6 +214,9 @@ class PolicyProfile(Model):
     degraded: Thresholds
     failback_holddown: Annotated[Duration, Field(ge=0)]
     damping: Damping
+    # Rounds on a path that carries no traffic, while stable (None: `interval`):
+    # the standby's state matters at a failover, not to the millisecond.
+    standby_interval: Annotated[Duration, Field(gt=0)] | None = None
     # The shortest a probe waits once its RTT is learned (RFC 6298 style);
     # None: always the whole timeout, as mwan3 and dpinger wait.
     min_timeout: Annotated[Duration, Field(gt=0)] | None = None

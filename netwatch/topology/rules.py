@@ -132,6 +132,12 @@ def _policy(topo: Topology) -> Iterator[Finding]:
                     "so a slower path is only ever seen as loss"
                 ),
             )
+        if prof.standby_interval is not None and prof.standby_interval < prof.interval:
+            yield (
+                (*base, "standby_interval"),
+                "standby_interval must not be shorter than interval (a standby path is "
+                "probed at most as often as the active one)",
+            )
         if prof.min_timeout is not None and prof.min_timeout > prof.timeout:
             yield (
                 (*base, "min_timeout"),
