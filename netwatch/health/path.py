@@ -429,7 +429,7 @@ class PathHealth:
         if not judged:
             return None
         degraded = policy.degraded
-        if stats.loss_ratio >= degraded.loss:
+        if self._loss_exceeds(stats, degraded.loss):
             why = self._loss_reason(stats, ">=", degraded.loss)
         elif stats.rtt_p50 is not None and stats.rtt_p50 >= degraded.latency:
             why = self._rtt_reason(stats.rtt_p50, ">=", degraded.latency)
