@@ -332,19 +332,34 @@ def test_a_brownout_fails_over_within_5s(
 
 
 @pytest.mark.slow
-def test_light_loss_and_jitter_for_two_minutes_cause_no_failover(
-    lab: Lab, start_agent: Starter
-) -> None:
-    agent = start_agent("takaharu")
-    _lab("impair", "takaharu", "primary", "--loss", "3%", "--jitter", "10ms", lab=lab)
-    watch = RouteWatch(agent.netns)
+def test_noise_under_the_fail_lines_moves_no_route(lab: Lab, start_agent: Starter) -> None:
+    """Three towns at once, each watched by its own route sampler for two
+    minutes: 3 % loss and 10 ms jitter (Tsuno), 10 % random loss each way
+    (Takaharu: 19 % of the probes, under fast's 35 % fail line), and a
+    latency step from ~12 to ~72 ms RTT (Nishiki: under the 80 ms degraded
+    and 90 ms fail lines; it must be seen as latency, not loss)."""
+    impairments = {
+        "tsuno": ("--loss", "3%", "--jitter", "10ms"),
+        "takaharu": ("--loss", "10%"),
+        "nishiki": ("--delay", "34ms"),
+    }
+    agents = {town: start_agent(town) for town in impairments}
+    watches = {town: RouteWatch(agent.netns) for town, agent in agents.items()}
     try:
-        time.sleep(120)
+        for town, impairment in impairments.items():
+            _lab("impair", town, "primary", *impairment, lab=lab)
+        time.sleep(120)  # the stimulus lasts two minutes
+        p50 = agents["nishiki"].metric("netwatch_path_rtt_p50_seconds", path="primary")
+        loss = agents["nishiki"].metric("netwatch_path_loss_ratio", path="primary")
     finally:
-        changes = watch.stop()
-    assert len(changes) == 1, changes
-    assert agent.metric("netwatch_failovers_total") in (None, 0.0)
-    assert agent.metric("netwatch_path_up", path="primary") == 1.0
+        changes = {town: watch.stop() for town, watch in watches.items()}
+    for town, agent in agents.items():
+        assert [dev for _, dev in changes[town]] == ["lgwan0"], (town, changes[town])
+        assert agent.metric("netwatch_failovers_total") in (None, 0.0), town
+        assert agent.metric("netwatch_path_up", path="primary") == 1.0, town
+    assert p50 is not None
+    assert p50 > 0.06  # seen as latency
+    assert (loss or 0.0) < 0.05  # not as loss
 
 
 # --- 5. a one-way fault ------------------------------------------------------------------
@@ -701,38 +716,7 @@ def test_another_protocols_route_is_left_alone_and_reported(lab: Lab, start_agen
     )
 
 
-# --- 11. latency and random loss under the fail lines are not failures ----------------------
-
-
-@pytest.mark.slow
-def test_a_latency_step_under_the_fail_line_moves_no_route(lab: Lab, start_agent: Starter) -> None:
-    agent = start_agent("nishiki")
-    watch = RouteWatch(agent.netns)
-    try:
-        _lab("impair", "nishiki", "primary", "--delay", "34ms", lab=lab)  # ~12 -> ~72 ms RTT
-        time.sleep(60)  # the stimulus lasts a minute
-    finally:
-        changes = watch.stop()
-    assert [dev for _, dev in changes] == ["lgwan0"], changes
-    assert agent.metric("netwatch_failovers_total") in (None, 0.0)
-    p50 = agent.metric("netwatch_path_rtt_p50_seconds", path="primary")
-    assert p50 is not None
-    assert p50 > 0.06  # seen as latency
-    assert (agent.metric("netwatch_path_loss_ratio", path="primary") or 0.0) < 0.05
-
-
-@pytest.mark.slow
-def test_ten_percent_random_loss_moves_no_route(lab: Lab, start_agent: Starter) -> None:
-    agent = start_agent("takaharu")
-    watch = RouteWatch(agent.netns)
-    try:
-        _lab("impair", "takaharu", "primary", "--loss", "10%", lab=lab)
-        time.sleep(120)  # the stimulus lasts two minutes
-    finally:
-        changes = watch.stop()
-    assert [dev for _, dev in changes] == ["lgwan0"], changes
-    assert agent.metric("netwatch_failovers_total") in (None, 0.0)
-    assert agent.metric("netwatch_path_up", path="primary") == 1.0
+# --- 11. a misconfigured agent ----------------------------------------------------------
 
 
 def test_a_missing_source_address_is_said_once(tmp_path: Path) -> None:
