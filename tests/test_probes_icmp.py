@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import select
 import socket
 import time
 from collections.abc import Coroutine
@@ -366,7 +367,17 @@ def test_round_trip_survives_a_loop_stall() -> None:
         binding = PathBinding("lo", 0, TARGET)
         try:
             assert (await prober.probe(binding, 1.0)).ok  # sockets open
-            loop.call_soon(time.sleep, 0.2)  # runs right after the request is sent
+            receiver = prober._receiver  # this module's own socket: the test waits on it
+            assert receiver is not None
+
+            def stall() -> None:
+                # Block the loop once the reply is in the socket's buffer (the
+                # loopback answer can itself be late on a busy machine), then
+                # well past the deadline.
+                select.select([receiver], [], [], 2.0)
+                time.sleep(0.2)
+
+            loop.call_soon(stall)  # runs right after the request is sent
             result = await prober.probe(binding, 0.05)
         finally:
             await prober.aclose()

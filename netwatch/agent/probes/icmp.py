@@ -415,7 +415,6 @@ class IcmpProber:
         sock = self._receiver
         if sock is None:
             return
-        now = time.perf_counter()
         while True:
             try:
                 size, ancillary, _flags, _addr = sock.recvmsg_into([self._buffer], _ANCILLARY_BYTES)
@@ -423,6 +422,9 @@ class IcmpProber:
                 return
             except OSError:
                 return
+            # Read after each packet: one that arrived while this loop ran
+            # has a kernel stamp later than a time taken before it.
+            now = time.perf_counter()
             self._matcher.feed(self._view[:size], _receive_stamp(ancillary), now)
 
     async def aclose(self) -> None:
