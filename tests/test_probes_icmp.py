@@ -371,10 +371,22 @@ def test_round_trip_survives_a_loop_stall() -> None:
             assert receiver is not None
 
             def stall() -> None:
-                # Block the loop once the reply is in the socket's buffer (the
-                # loopback answer can itself be late on a busy machine), then
-                # well past the deadline.
-                select.select([receiver], [], [], 2.0)
+                # Block the loop once *this* reply is in the socket's buffer
+                # (the loopback answer can itself be late on a busy machine;
+                # a stray packet ahead of it is dropped), then well past the
+                # deadline.
+                end = time.monotonic() + 2.0
+                while time.monotonic() < end:
+                    if not select.select([receiver], [], [], 0.05)[0]:
+                        continue
+                    message = parse_icmp(receiver.recv(65535, socket.MSG_PEEK))
+                    state = prober._paths["lo"]
+                    if message is not None and (message.ident, message.seq) == (
+                        state.ident,
+                        state.seq,
+                    ):
+                        break
+                    receiver.recv(65535)  # not ours: out of the way
                 time.sleep(0.2)
 
             loop.call_soon(stall)  # runs right after the request is sent
