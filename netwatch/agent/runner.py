@@ -290,12 +290,11 @@ class Agent:
     def _start_round(self, runner: PathRunner, t: float) -> None:
         planned = runner.planner.start(t)
         for kind, deadline in planned.deadlines.items():
-            task = asyncio.create_task(
-                self._probe_one(runner, planned.seq, self._prober_of[kind], deadline),
-                name=f"probe-{runner.name}-{kind}",
+            prober = self._prober_of[kind]
+            self._spawn(
+                self._probe_one(runner, planned.seq, prober, deadline),
+                f"probe-{runner.name}-{kind}",
             )
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
 
     async def _probe_one(
         self, runner: PathRunner, seq: int, prober: Prober, deadline: float
@@ -528,7 +527,7 @@ class Agent:
         try:
             await self.backend.apply(change)
         except RouteError as exc:
-            self._route_failed(change, exc)
+            await self._route_failed(change, exc)
             return False
         applied = self.clock.now()
         old, self.applied = self.applied, target
@@ -558,7 +557,7 @@ class Agent:
         )
         return True
 
-    def _route_failed(self, change: RouteChange, exc: RouteError) -> None:
+    async def _route_failed(self, change: RouteChange, exc: RouteError) -> None:
         self.metrics.route_errors.labels(self.town.id, self.backend.name).inc()
         retry = self._retry_s
         self._retry_s = min(2 * self._retry_s, ROUTE_RETRY_MAX_S)
@@ -573,14 +572,11 @@ class Agent:
             to_path=change.new,
             details={"backend": self.backend.name, "split": exc.split, "retry_s": retry},
         )
-        self._spawn(self._learn_kernel(), "learn-kernel")
-
-    async def _learn_kernel(self) -> None:
-        """After a failure, the selector's active path is what the kernel has."""
+        # After a failure, the selector's active path is what the kernel has.
         try:
             actual = await self.backend.current()
-        except RouteError as exc:
-            log.error("cannot read the routes back: %s", exc)
+        except RouteError as unread:
+            log.error("cannot read the routes back: %s", unread)
             return
         self.applied = actual
         self.selector.active = actual
@@ -625,7 +621,7 @@ class Agent:
         try:
             await self.backend.apply(change, [r.prefix for r in wrong])
         except RouteError as exc:
-            self._route_failed(change, exc)
+            await self._route_failed(change, exc)
             return
         self.routes_in_sync = True
         self.metrics.route_reinstalled.labels(self.town.id, target).inc()
@@ -747,8 +743,7 @@ class Agent:
         while True:
             await asyncio.sleep(STATE_REFRESH_S)
             now = self.clock.now()
-            self._decide(now)  # also catches hold-down expiry between rounds
-            self._publish_state(now)
+            self._decide(now)  # also catches hold-down expiry between rounds; publishes
             if self.sink is not None and now >= next_metrics:
                 next_metrics += self.settings.metrics_period_s
                 state = self._state_message(now)

@@ -299,14 +299,12 @@ class PathHealth:
             return
         if rtt_s >= self.policy.fail.latency:
             return  # slower than the policy allows: the silence stands
+        if rtt_s <= self.policy.timeout:
+            self.window.answer_late(t, kind, rtt_s, LATE_MATCH_S)  # latency, not loss
         if self._silent == 0:
-            if rtt_s <= self.policy.timeout:
-                self.window.answer_late(t, kind, rtt_s, LATE_MATCH_S)
             return
         self._silent = self._bad = 0
         self._run_lost = self._run_count = 0
-        if rtt_s <= self.policy.timeout:
-            self.window.answer_late(t, kind, rtt_s, LATE_MATCH_S)  # latency, not loss
         self.verdict = f"late answer ({kind} {_ms(rtt_s)}): slow, not silent"
 
     def silent_rounds_needed(self, stats: WindowStats) -> int:

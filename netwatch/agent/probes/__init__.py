@@ -59,6 +59,7 @@ __all__ = [
     "no_source",
     "register",
     "setup_failed",
+    "source_is_local",
 ]
 
 
@@ -164,6 +165,18 @@ def bind_to_path(sock: socket.socket, binding: PathBinding) -> None:
     if binding.mark:
         sock.setsockopt(socket.SOL_SOCKET, SO_MARK, binding.mark)
     sock.bind((str(binding.source), 0))
+
+
+def source_is_local(binding: PathBinding) -> bool:
+    """Whether the path's source address is (still) on this host: a socket
+    bound to an address that went away fails later with ENETUNREACH, which
+    alone does not say why."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        try:
+            sock.bind((str(binding.source), 0))
+        except OSError as exc:
+            return exc.errno != errno.EADDRNOTAVAIL
+    return True
 
 
 def setup_failed(kind: str, binding: PathBinding, exc: OSError) -> ProbeResult:

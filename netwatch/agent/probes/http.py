@@ -28,7 +28,6 @@ Errors map to outcomes at one place (`probe`):
 from __future__ import annotations
 
 import asyncio
-import errno
 import socket
 import ssl
 import time
@@ -45,6 +44,7 @@ from netwatch.agent.probes import (
     no_source,
     register,
     setup_failed,
+    source_is_local,
 )
 
 if TYPE_CHECKING:
@@ -99,7 +99,7 @@ class HttpProber:
         except TimeoutError:
             return ProbeResult(self.kind, False, None, "timeout")
         except _ConnectFailed as exc:
-            if exc.__cause__ is not None and _address_gone(exc.__cause__, binding):
+            if not source_is_local(binding):  # it went away since the bind
                 return no_source(self.kind, binding)
             return self._error("ConnectError", exc.__cause__ or exc)
         except ssl.SSLError as exc:
@@ -161,18 +161,6 @@ async def _read_status(conn: h11.Connection, recv: Callable[[], Awaitable[bytes]
             return int(event.status_code)
         if isinstance(event, h11.ConnectionClosed):
             raise EOFError("the server closed the connection before answering")
-
-
-def _address_gone(exc: BaseException, binding: PathBinding) -> bool:
-    """A connect that failed because the bound address went away."""
-    if not isinstance(exc, OSError):
-        return False
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        try:
-            probe.bind((str(binding.source), 0))
-        except OSError as gone:
-            return gone.errno == errno.EADDRNOTAVAIL
-    return False
 
 
 @register("http")

@@ -36,7 +36,6 @@ perf_counter arithmetic at the time the reply is read.
 from __future__ import annotations
 
 import asyncio
-import errno
 import functools
 import os
 import random
@@ -56,6 +55,7 @@ from netwatch.agent.probes import (
     no_source,
     register,
     setup_failed,
+    source_is_local,
 )
 
 if TYPE_CHECKING:
@@ -301,16 +301,6 @@ def _receive_stamp(ancillary: list[tuple[int, int, bytes]]) -> int | None:
     return None
 
 
-def _is_local(address: IPv4Address) -> bool:
-    """Whether `address` is one of this host's (a socket can be bound to it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        try:
-            sock.bind((str(address), 0))
-        except OSError as exc:
-            return exc.errno != errno.EADDRNOTAVAIL
-    return True
-
-
 def _remember(memory: OrderedDict[int, V], seq: int, value: V) -> None:
     memory[seq] = value
     memory.move_to_end(seq)
@@ -361,7 +351,7 @@ class IcmpProber:
             state.sock.sendto(packet, (self.target, 0))
         except OSError as exc:
             self._matcher.discard(outstanding)
-            if not _is_local(binding.source):  # it went away since the bind: ENETUNREACH
+            if not source_is_local(binding):  # it went away since the bind: ENETUNREACH
                 return no_source(self.kind, binding)
             return ProbeResult(self.kind, False, None, "unreachable", exc.strerror or str(exc))
         outstanding.sent_ns = time.time_ns()
