@@ -20,7 +20,7 @@ import pytest
 from loadprobe import netpath
 from netwatch.emulator.control import EmulatorClient
 from netwatch.emulator.netns import entered
-from netwatch.lab.build import control_socket, existing_namespaces
+from netwatch.lab.build import control_socket, existing_namespaces, namespace_pids
 from netwatch.lab.plan import Plan, make_plan
 from netwatch.topology import Topology, load
 
@@ -154,8 +154,14 @@ def build_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     topo = load(ROOT / "topology.yaml")
     plan = make_plan(topo)
     clash = sorted(existing_namespaces() & {n.netns for n in plan.nodes.values()})
-    if clash:
+    if clash and any(namespace_pids(ns) for ns in clash):
         pytest.fail(f"a lab is already up ({', '.join(clash)}): run `netwatch lab down` first")
+    if clash:
+        # Namespaces with nothing running in them: what a killed run or a
+        # reboot-less reset leaves behind.  Nobody is using them.
+        down = netwatch("lab", "down")
+        assert down.returncode == 0, down.stderr
+        print(f"removed an idle leftover lab ({', '.join(clash)})", file=sys.stderr)
     run_dir = str(tmp_path_factory.mktemp("lab") / "run")
     try:
         result = netwatch("lab", "up", "--no-rtt", "--run-dir", run_dir)

@@ -374,7 +374,7 @@ def down(run_dir: str, topo: Topology | None) -> list[str]:
         removed.append(f"process emulator (pid {pid})")
     # Anything else still running inside a lab namespace: agents, load tests.
     for ns in sorted(namespaces & existing_namespaces()):
-        for pid in _netns_pids(ns):
+        for pid in namespace_pids(ns):
             stop(pid)
             removed.append(f"process {pid} in {ns}")
     for ns in sorted(namespaces & existing_namespaces()):
@@ -385,7 +385,8 @@ def down(run_dir: str, topo: Topology | None) -> list[str]:
     return removed
 
 
-def _netns_pids(ns: str) -> list[int]:
+def namespace_pids(ns: str) -> list[int]:
+    """Processes inside namespace `ns` (not counting this one)."""
     result = subprocess.run(
         ["ip", "netns", "pids", ns], capture_output=True, text=True, check=False
     )
