@@ -93,6 +93,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from loadprobe import netpath
+from netwatch.constants import MAIN_TABLE
 from netwatch.emulator.control import EmulatorClient, EmulatorError, LinkState
 from netwatch.emulator.netns import entered
 from netwatch.lab import links
@@ -117,7 +118,6 @@ else:
 ROOT = Path(__file__).resolve().parent.parent
 PREFIX_PROBE = "10.200.0.10"
 METRICS_PORT = 9470
-MAIN_TABLE = 254
 NOISE_TAIL_S = 5.0  # a noise case counts until this long after the impairment is lifted
 SAMPLE_STEP_S = 5.0  # CPU slices and RSS samples of the steady window
 

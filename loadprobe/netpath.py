@@ -24,9 +24,9 @@ from ipaddress import IPv4Network
 from types import TracebackType
 from typing import Any
 
+from netwatch.constants import RTPROT_NETWATCH
 from netwatch.topology import Path, Town
 
-RTPROT_NETWATCH = 91  # netwatch's route protocol number (see netwatch.agent.routes)
 IP_TIMEOUT = 10.0
 
 

@@ -37,6 +37,9 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, ClassVar, Self, TypeAlias, TypeVar
 
+from netwatch.health.state import PathState as PathState  # part of the contract
+from netwatch.topology.ids import id_problem, is_id
+
 SCHEMA = 1
 ROOT = "netwatch/v1"
 
@@ -90,13 +93,6 @@ _LEAVES = {
 _KIND_OF_LEAF = {leaf: kind for kind, leaf in _LEAVES.items()}
 
 
-class PathState(StrEnum):
-    UP = "UP"
-    DEGRADED = "DEGRADED"
-    DOWN = "DOWN"
-    UNKNOWN = "UNKNOWN"
-
-
 class EventType(StrEnum):
     FAILOVER = "failover"
     FAILBACK = "failback"
@@ -119,7 +115,6 @@ _NEEDS_TO_PATH = {EventType.FAILOVER, EventType.FAILBACK, EventType.ROUTES_APPLI
 _NEEDS_PATH = {EventType.PATH_DOWN, EventType.PATH_UP, EventType.DEGRADED, EventType.RECOVERED}
 
 # Same rule as topology.yaml ids (towns and paths): they become topic levels.
-_ID = re.compile(r"[a-z][a-z0-9-]{0,11}")
 _TS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 
 
@@ -143,7 +138,7 @@ def split_topic(name: str) -> tuple[str, Kind]:
     """``(town, kind)`` of a contract topic; `MessageError` for any other topic."""
     prefix, _, rest = name.rpartition("/")
     root, _, town = prefix.rpartition("/")
-    if root != ROOT or rest not in _KIND_OF_LEAF or not _ID.fullmatch(town):
+    if root != ROOT or rest not in _KIND_OF_LEAF or not is_id(town):
         leaves = "|".join(_KIND_OF_LEAF)
         raise MessageError("", f"expected {ROOT}/<town>/{leaves}", topic=name)
     return town, _KIND_OF_LEAF[rest]
@@ -202,7 +197,7 @@ class PathSummary:
 
     def to_dict(self) -> dict[str, JSON]:
         return {
-            "state": self.state.value,
+            "state": self.state.wire,
             "loss_ratio": self.loss_ratio,
             "rtt_p50_s": self.rtt_p50_s,
             "rtt_p95_s": self.rtt_p95_s,
@@ -547,6 +542,14 @@ class _Reader:
             allowed = ", ".join(m.value for m in enum)
             raise MessageError(key, f"expected one of {allowed}, got {value!r}") from None
 
+    def path_state(self, key: str) -> PathState:
+        value = self.text(key)
+        try:
+            return PathState.from_wire(value)
+        except ValueError:
+            allowed = ", ".join(PathState.wire_names())
+            raise MessageError(key, f"expected one of {allowed}, got {value!r}") from None
+
     def json_object(self, key: str, default: object = _MISSING) -> dict[str, JSON] | None:
         value = self.get(key, default)
         if value is None and default is None:
@@ -569,7 +572,7 @@ class _Reader:
 
     def summary_fields(self) -> dict[str, Any]:
         return {
-            "state": self.choice("state", PathState),
+            "state": self.path_state("state"),
             "loss_ratio": self.opt_number("loss_ratio"),
             "rtt_p50_s": self.opt_number("rtt_p50_s"),
             "rtt_p95_s": self.opt_number("rtt_p95_s"),
@@ -578,10 +581,9 @@ class _Reader:
 
 
 def _check_id(value: object, where: str) -> None:
-    if not isinstance(value, str) or not _ID.fullmatch(value):
-        raise MessageError(
-            where, f"expected an id of 1-12 lowercase letters, digits or '-', got {value!r}"
-        )
+    problem = id_problem(value)
+    if problem:
+        raise MessageError(where, problem)
 
 
 def _check_bool(value: object, where: str) -> None:
@@ -591,7 +593,7 @@ def _check_bool(value: object, where: str) -> None:
 
 def _check_enum(value: object, enum: type[StrEnum], where: str) -> None:
     if not isinstance(value, enum):
-        allowed = ", ".join(m.value for m in enum)
+        allowed = ", ".join(PathState.wire_names() if enum is PathState else enum)
         raise MessageError(where, f"expected a {enum.__name__} ({allowed}), got {value!r}")
 
 

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from loadprobe import netpath
+from netwatch.constants import SO_MARK
 from netwatch.emulator.control import EmulatorClient
 from netwatch.emulator.netns import entered
 from netwatch.lab.build import control_socket, existing_namespaces, namespace_pids
@@ -25,7 +26,6 @@ from netwatch.lab.plan import Plan, make_plan
 from netwatch.topology import Topology, load
 
 ROOT = Path(__file__).resolve().parent.parent
-SO_MARK = 36
 
 needs_root = pytest.mark.skipif(
     os.geteuid() != 0, reason="lab tests need root to create network namespaces"

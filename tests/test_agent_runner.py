@@ -20,7 +20,6 @@ from netwatch import messages
 from netwatch.agent.linkwatch import KernelEvent, LinkEvent, RouteEvent
 from netwatch.agent.probes import PathBinding, ProbeResult
 from netwatch.agent.routes import (
-    RTPROT_NETWATCH,
     DryRunBackend,
     NetlinkBackend,
     PrefixRoute,
@@ -28,6 +27,7 @@ from netwatch.agent.routes import (
     RouteError,
 )
 from netwatch.agent.runner import RECONCILE_S, Agent, AgentSettings
+from netwatch.constants import RTPROT_NETWATCH
 from netwatch.health import PathHealth, PathState, Sample, Transition
 from netwatch.topology import load
 

@@ -25,9 +25,10 @@ from typing import Any
 
 from pyroute2 import AsyncIPRoute
 
+from netwatch.constants import MAIN_TABLE
+
 IFF_UP = 0x1
 IFF_LOWER_UP = 0x10000  # carrier
-MAIN_TABLE = 254
 
 
 @dataclass(frozen=True)

@@ -42,14 +42,12 @@ from typing import Any, Literal, Protocol
 from pyroute2 import AsyncIPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
+from netwatch.constants import MAIN_TABLE, RTPROT_NETWATCH
 from netwatch.errors import UserError
 from netwatch.topology import Path, Town
 
 log = logging.getLogger("netwatch.routes")
 
-# Registered for `ip route` by /etc/iproute2/rt_protos.d/netwatch.conf: "91 netwatch".
-RTPROT_NETWATCH = 91
-MAIN_TABLE = 254
 RULE_PRIORITY_BASE = 1000
 
 

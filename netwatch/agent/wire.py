@@ -1,11 +1,5 @@
 """The agent's state on the wire: health-core snapshots turned into the
-MQTT contract's messages (`netwatch.messages`).
-
-The health core and the wire each have their own state vocabulary (the
-core's `PathState` is lower-case and internal; the contract's is the
-published, versioned one); `WIRE_STATE` is the one mapping between them,
-so that a change to either is a visible change here.
-"""
+MQTT contract's messages (`netwatch.messages`)."""
 
 from __future__ import annotations
 
@@ -14,14 +8,6 @@ from datetime import datetime
 
 from netwatch import messages
 from netwatch.agent.metrics import AgentSnapshot
-from netwatch.health import PathState
-
-WIRE_STATE: dict[PathState, messages.PathState] = {
-    PathState.UP: messages.PathState.UP,
-    PathState.DEGRADED: messages.PathState.DEGRADED,
-    PathState.DOWN: messages.PathState.DOWN,
-    PathState.UNKNOWN: messages.PathState.UNKNOWN,
-}
 
 Wall = Callable[[float], datetime]  # the agent's monotonic seconds -> UTC
 
@@ -35,7 +21,7 @@ def state_message(
     for name, snap in snapshot.paths.items():
         stats = snap.stats
         paths[name] = messages.PathStatus(
-            state=WIRE_STATE[snap.state],
+            state=snap.state,
             loss_ratio=stats.loss_ratio if stats.count else None,
             rtt_p50_s=stats.rtt_p50,
             rtt_p95_s=stats.rtt_p95,

@@ -53,13 +53,13 @@ probes were sent, so rounds reach the core in time order.
 
 from __future__ import annotations
 
-import enum
 import math
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from netwatch.health.damping import Damping
+from netwatch.health.state import PathState
 from netwatch.health.window import Sample, SampleWindow, WindowStats
 from netwatch.topology.model import PolicyProfile
 from netwatch.topology.units import format_duration
@@ -70,17 +70,6 @@ MIN_SAMPLES = 10  # the window judges a path only once it holds this many sample
 LATE_MATCH_S = 0.002  # a late answer's send time, as the agent knows it, is this close
 LOSS_Z = 1.64  # one-sided 95 %: a window's loss must be over fail.loss beyond chance
 MAX_ROUND_LOSS = 0.5  # above this the window's fail.loss judges, not the silent-run length
-
-
-class PathState(enum.StrEnum):
-    UNKNOWN = "unknown"
-    UP = "up"
-    DEGRADED = "degraded"
-    DOWN = "down"
-
-    @property
-    def carries_traffic(self) -> bool:
-        return self in (PathState.UP, PathState.DEGRADED)
 
 
 @dataclass(frozen=True, slots=True)

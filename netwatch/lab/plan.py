@@ -19,7 +19,7 @@ from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from typing import Any
 from urllib.parse import urlsplit
 
-from netwatch.agent.routes import RTPROT_NETWATCH
+from netwatch.constants import MAIN_TABLE, RTPROT_NETWATCH
 from netwatch.topology import LinkProfile, Topology
 
 NS_PREFIX = "nw-"
@@ -60,7 +60,7 @@ class Route:
     dst: IPv4Network
     gateway: IPv4Address
     ifname: str
-    table: int = 254  # main
+    table: int = MAIN_TABLE
     src: IPv4Address | None = None
     proto: int = RTPROT_STATIC
 

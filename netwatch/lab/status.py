@@ -11,6 +11,7 @@ from typing import Any
 
 from pyroute2 import IPRoute
 
+from netwatch.constants import SO_MARK
 from netwatch.emulator.control import EmulatorClient, EmulatorError
 from netwatch.emulator.netns import entered
 from netwatch.lab.build import control_socket, existing_namespaces
@@ -18,8 +19,6 @@ from netwatch.lab.plan import Plan, make_plan
 from netwatch.lab.state import LabState
 from netwatch.topology import Topology
 from netwatch.topology.units import format_duration, format_percentage, format_rate
-
-SO_MARK = 36
 
 
 def collect(topo: Topology, run_dir: str) -> dict[str, Any]:

@@ -16,14 +16,14 @@ from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
+from netwatch.topology.ids import id_problem
 from netwatch.topology.units import parse_duration, parse_percentage, parse_rate
 
 
 def _check_id(value: str) -> str:
-    if not (1 <= len(value) <= 12) or not value[0].isalpha() or not value.isascii():
-        raise ValueError(f"expected an id of 1-12 ASCII letters, digits or '-', got {value!r}")
-    if not all(c.islower() or c.isdigit() or c == "-" for c in value):
-        raise ValueError(f"expected a lowercase id (letters, digits, '-'), got {value!r}")
+    problem = id_problem(value)
+    if problem:
+        raise ValueError(problem)
     return value
 
 

@@ -39,13 +39,12 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address
 from typing import TYPE_CHECKING, Protocol, TypeVar, runtime_checkable
 
+from netwatch.constants import SO_MARK
+
 if TYPE_CHECKING:
     from netwatch.topology.model import Targets
 
-SO_MARK = 36  # <linux/socket.h>; setting it needs CAP_NET_ADMIN
-
 __all__ = [
-    "SO_MARK",
     "LateHook",
     "PathBinding",
     "ProbeResult",
