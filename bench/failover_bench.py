@@ -96,9 +96,9 @@ from loadprobe import netpath
 from netwatch.constants import MAIN_TABLE
 from netwatch.emulator.control import EmulatorClient, EmulatorError, LinkState
 from netwatch.emulator.netns import entered
+from netwatch.errors import LabError
 from netwatch.lab import links
 from netwatch.lab.build import (
-    LabError,
     agent_spool,
     control_socket,
     lab_namespaces_present,

@@ -25,13 +25,10 @@ from types import TracebackType
 from typing import Any
 
 from netwatch.constants import RTPROT_NETWATCH
+from netwatch.errors import RouteError as RouteError  # until callers import it from netwatch.errors
 from netwatch.topology import Path, Town
 
 IP_TIMEOUT = 10.0
-
-
-class RouteError(Exception):
-    """An `ip` command failed; the message says which and why."""
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ import argparse
 import sys
 from typing import TextIO
 
+from netwatch.errors import EXIT_FAIL, EXIT_OK
 from netwatch.topology import DEFAULT_PATH, Topology, TopologyError, load
 from netwatch.topology.units import format_duration, format_percentage, format_rate
 
@@ -34,9 +35,9 @@ def run(args: argparse.Namespace) -> int:
             print(problem, file=sys.stderr)
         count = len(exc.problems)
         print(f"{args.file}: {count} problem{'s' if count != 1 else ''}", file=sys.stderr)
-        return 1
+        return EXIT_FAIL
     print_summary(args.file, topo, sys.stdout)
-    return 0
+    return EXIT_OK
 
 
 def print_summary(name: str, topo: Topology, out: TextIO) -> None:

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from netwatch import check
 from netwatch.agent import cli as agent_cli
-from netwatch.errors import UserError
+from netwatch.errors import EXIT_ERROR, EXIT_INTERRUPTED, NetwatchError
 from netwatch.lab import cli as lab_cli
 
 
@@ -33,15 +33,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not hasattr(args, "run"):
         parser.print_help(sys.stderr)
-        return 2
+        return EXIT_ERROR
     try:
         return int(args.run(args))
-    except UserError as exc:
+    except NetwatchError as exc:
         command = " ".join(a for a in (argv or sys.argv[1:])[:2] if not a.startswith("-"))
         print(f"netwatch {command}: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

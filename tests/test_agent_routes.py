@@ -13,8 +13,8 @@ import pytest
 from prometheus_client import generate_latest
 
 from netwatch.agent.metrics import AgentMetrics, AgentSnapshot, MqttStatus
-from netwatch.agent.routes import CommandBackend, DryRunBackend, RouteChange, RouteError
-from netwatch.errors import UserError
+from netwatch.agent.routes import CommandBackend, DryRunBackend, RouteChange
+from netwatch.errors import RouteError, UserError
 from netwatch.health import PathHealth, Sample
 from netwatch.topology import load
 

@@ -24,10 +24,10 @@ from netwatch.agent.routes import (
     NetlinkBackend,
     PrefixRoute,
     RouteChange,
-    RouteError,
 )
 from netwatch.agent.runner import RECONCILE_S, Agent, AgentSettings
 from netwatch.constants import RTPROT_NETWATCH
+from netwatch.errors import RouteError
 from netwatch.health import PathHealth, PathState, Sample, Transition
 from netwatch.topology import load
 

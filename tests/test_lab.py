@@ -287,7 +287,7 @@ def test_lab_refuses_without_root_in_one_line(tmp_path: Path) -> None:
         check=False,
         env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
     )
-    assert result.returncode == 1, result.stderr
+    assert result.returncode == 2, result.stderr  # an error (netwatch.errors' exit-code table)
     assert "needs root (CAP_NET_ADMIN)" in result.stderr
     assert result.stderr.strip().count("\n") == 0
     assert "needs root" in result.stderr

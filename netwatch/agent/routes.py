@@ -43,21 +43,12 @@ from pyroute2 import AsyncIPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from netwatch.constants import MAIN_TABLE, RTPROT_NETWATCH
-from netwatch.errors import UserError
+from netwatch.errors import RouteError, UserError
 from netwatch.topology import Path, Town
 
 log = logging.getLogger("netwatch.routes")
 
 RULE_PRIORITY_BASE = 1000
-
-
-class RouteError(Exception):
-    """A decision could not be applied; the agent counts it and retries.
-    `split` is True when the prefixes were left on different paths."""
-
-    def __init__(self, message: str, *, split: bool = False) -> None:
-        super().__init__(message)
-        self.split = split
 
 
 @dataclass(frozen=True)

@@ -37,8 +37,9 @@ from netwatch.agent import wire
 from netwatch.agent.linkwatch import KernelEvent, LinkEvent, RouteEvent, watch_kernel
 from netwatch.agent.metrics import AgentMetrics, AgentSnapshot, MqttStatus
 from netwatch.agent.probes import PathBinding, Prober, ProbeResult, ReportsLate, make_prober
-from netwatch.agent.routes import PrefixRoute, RouteBackend, RouteChange, RouteError
+from netwatch.agent.routes import PrefixRoute, RouteBackend, RouteChange
 from netwatch.agent.throttle import LogThrottle
+from netwatch.errors import RouteError
 from netwatch.health import Decision, PathHealth, PathSelector, PathState, Transition
 from netwatch.health.rounds import DoneRound, RoundPlanner
 from netwatch.topology import Path, PolicyProfile, Topology, Town

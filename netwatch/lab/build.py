@@ -27,7 +27,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from netwatch.emulator.control import EmulatorClient, EmulatorUnavailable
 from netwatch.emulator.netns import entered
-from netwatch.errors import UserError
+from netwatch.errors import LabError
 from netwatch.lab.plan import NS_PREFIX, Link, Node, Plan, emulator_profile, make_plan
 from netwatch.lab.procs import running, spawn, stop, wait_until
 from netwatch.lab.state import LabState, ProcRecord, pids_with_marker
@@ -36,10 +36,6 @@ from netwatch.topology import Topology
 EMULATOR_MARKER = "netwatch.emulator run"
 READY_TIMEOUT = 20.0
 APP_READY_TIMEOUT = 120.0  # the first start seeds the ledger (49,289 residents)
-
-
-class LabError(UserError):
-    """The lab could not be built or inspected; the message is for the operator."""
 
 
 @dataclass

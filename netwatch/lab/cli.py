@@ -10,8 +10,8 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
+from netwatch.errors import EXIT_ERROR, EXIT_NOT_UP, LabError
 from netwatch.lab import build, links, status
-from netwatch.lab.build import LabError
 from netwatch.topology import DEFAULT_PATH, Topology, TopologyError, load
 from netwatch.topology.units import parse_duration, parse_percentage, parse_rate
 
@@ -87,7 +87,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 def _usage(parser: argparse.ArgumentParser) -> int:
     parser.print_help(sys.stderr)
-    return 2
+    return EXIT_ERROR
 
 
 def _town_path(parser: argparse.ArgumentParser) -> None:
@@ -174,7 +174,7 @@ def _status(args: argparse.Namespace) -> int:
         if rtts is not None:
             print("round-trip time to the data center (TCP connect), per town and path:")
             print(status.render_rtt(rtts))
-    return 0 if report["up"] else 3
+    return 0 if report["up"] else EXIT_NOT_UP
 
 
 def _stop(args: argparse.Namespace) -> int:

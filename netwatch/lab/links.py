@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from netwatch.emulator.control import DirectionName, EmulatorClient, EmulatorError, LinkState
-from netwatch.lab.build import LabError, control_socket
+from netwatch.errors import LabError
+from netwatch.lab.build import control_socket
 from netwatch.lab.plan import Link, emulator_profile, make_plan
 from netwatch.topology import Topology
 

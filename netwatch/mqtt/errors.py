@@ -1,6 +1,6 @@
 """The errors of `netwatch.mqtt`, one hierarchy::
 
-    UserError (netwatch.errors)   printed by the CLI as one line, exit 1
+    UserError (netwatch.errors)   printed by the CLI as one line, exit 2
       MqttSetupError              the publisher cannot start as configured
         BadBrokerUrl              the broker URL is not mqtt://HOST[:PORT]
         SpoolError                the spool directory cannot be used

@@ -19,6 +19,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
+from netwatch.errors import UserError
 from netwatch.topology import rules
 from netwatch.topology.model import Topology
 from netwatch.topology.source import (
@@ -33,7 +34,7 @@ from netwatch.topology.source import (
 DEFAULT_PATH = "topology.yaml"
 
 
-class TopologyError(Exception):
+class TopologyError(UserError):
     """The file could not be read or is not a valid topology."""
 
     def __init__(self, problems: list[Problem]) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
@@ -102,8 +102,8 @@ HttpUrl = Annotated[str, _url_checker("http", "https")]
 MqttUrl = Annotated[str, _url_checker("mqtt", "mqtts")]
 PositiveInt = Annotated[int, Field(ge=1)]
 
-TRANSACTIONS = ("app_start", "logon", "ledger_inquiry", "certificate", "batch")
 Transaction = Literal["app_start", "logon", "ledger_inquiry", "certificate", "batch"]
+TRANSACTIONS: tuple[Transaction, ...] = get_args(Transaction)  # in workflow order
 ProbeKind = Literal["icmp", "tcp", "http"]
 
 
