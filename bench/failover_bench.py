@@ -98,15 +98,12 @@ from netwatch.emulator.control import EmulatorClient, EmulatorError, LinkState
 from netwatch.emulator.netns import entered
 from netwatch.errors import LabError
 from netwatch.lab import links
-from netwatch.lab.build import (
-    agent_spool,
-    control_socket,
-    lab_namespaces_present,
-)
 from netwatch.lab.links import Direction, Impairment
+from netwatch.lab.namespaces import lab_namespaces_present
 from netwatch.lab.observer import DataPlaneObserver
 from netwatch.lab.plan import Link, Plan, make_plan
 from netwatch.lab.procs import wait_until
+from netwatch.lab.rundir import RunDir
 from netwatch.lab.state import STATE_FILE, LabState, pids_with_marker
 from netwatch.topology import Topology, load
 
@@ -361,7 +358,7 @@ def run_town(
     town = topo.town(town_id)
     netns = plan.nodes[town_id].netns
     link = plan.link_for(town_id, "primary")
-    client = EmulatorClient(control_socket(session.run_dir, link.id))
+    client = EmulatorClient(RunDir.of(session.run_dir).control_socket(link.id))
     primary_if, backup_if = town.primary.interface, town.backups[0].interface
     rng = random.Random(town_id)
     with DataPlaneObserver(netns, str(plan.app_address), plan.app_port) as obs:
@@ -487,7 +484,7 @@ def agent_pids(run_dir: str, towns: Sequence[str]) -> dict[str, int]:
             continue
         found = [
             pid
-            for pid in pids_with_marker(f"--spool {agent_spool(run_dir, town)}")
+            for pid in pids_with_marker(f"--spool {RunDir.of(run_dir).agent_spool(town)}")
             if _is_agent(pid, town)
         ]
         if found:
@@ -1035,7 +1032,7 @@ def rtt_step(extra_rtt: float) -> Change:
 
 def _link_counters(session: LabSession, link: Link) -> LinkState | None:
     try:
-        return EmulatorClient(control_socket(session.run_dir, link.id), timeout=2.0).get()
+        return EmulatorClient(RunDir.of(session.run_dir).control_socket(link.id), timeout=2.0).get()
     except EmulatorError:
         return None
 

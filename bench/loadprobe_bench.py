@@ -314,7 +314,8 @@ def health_p50(netns: str, url: str, tmp: Path, duration: int, name: str) -> dic
 
 def timing(args: argparse.Namespace, tmp: Path) -> dict[str, Any] | None:
     from netwatch.emulator.control import EmulatorClient
-    from netwatch.lab.build import control_socket, existing_namespaces
+    from netwatch.lab.namespaces import existing_namespaces
+    from netwatch.lab.rundir import RunDir
 
     if os.geteuid() != 0:
         print("timing accuracy: skipped (needs root for the lab)")
@@ -326,7 +327,7 @@ def timing(args: argparse.Namespace, tmp: Path) -> dict[str, Any] | None:
     (tmp / "terminal.py").write_text(TERMINAL + PROBE)
     netwatch("lab", "up", "--no-rtt", "--run-dir", run_dir)
     try:
-        core = EmulatorClient(control_socket(run_dir, "lgwan-dc"))
+        core = EmulatorClient(RunDir.of(run_dir).control_socket("lgwan-dc"))
         core.set("both", delay_s=0.0, jitter_s=0.0)
         url = "http://10.200.0.10:8080"
         results = {"server": health_p50("nw-dc", url, tmp, args.timing_duration, "server")}

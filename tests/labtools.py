@@ -21,8 +21,9 @@ from loadprobe import netpath
 from netwatch.constants import SO_MARK
 from netwatch.emulator.control import EmulatorClient
 from netwatch.emulator.netns import entered
-from netwatch.lab.build import control_socket, existing_namespaces, namespace_pids
+from netwatch.lab.namespaces import existing_namespaces, namespace_pids
 from netwatch.lab.plan import Plan, make_plan
+from netwatch.lab.rundir import RunDir
 from netwatch.topology import Topology, load
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -137,7 +138,7 @@ class Lab:
     run_dir: str
 
     def counters(self, link_id: str, direction: str = "a_to_b") -> dict[str, int]:
-        state = EmulatorClient(control_socket(self.run_dir, link_id)).get()
+        state = EmulatorClient(RunDir.of(self.run_dir).control_socket(link_id)).get()
         return dict(getattr(state, direction).counters)
 
     def app(self) -> tuple[str, int]:

@@ -26,7 +26,7 @@ from labtools import (
     wait_for,
 )
 
-from netwatch.lab.build import existing_namespaces
+from netwatch.lab.namespaces import existing_namespaces
 
 pytestmark = [needs_root, pytest.mark.lab]
 

@@ -17,6 +17,7 @@ Exceptions::
 from __future__ import annotations
 
 import json
+import os
 import socket
 import time
 from collections.abc import Callable, Mapping
@@ -95,8 +96,8 @@ class EmulatorClient:
     >>> client.cut()                                    # doctest: +SKIP
     """
 
-    def __init__(self, path: str, *, timeout: float = 2.0) -> None:
-        self.path = path
+    def __init__(self, path: str | os.PathLike[str], *, timeout: float = 2.0) -> None:
+        self.path = os.fspath(path)
         self.timeout = timeout
 
     def request(self, request: Mapping[str, object]) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from netwatch.errors import EXIT_ERROR, EXIT_NOT_UP, LabError
-from netwatch.lab import build, links, status
+from netwatch.lab import build, links, namespaces, services, status
 from netwatch.topology import DEFAULT_PATH, Topology, TopologyError, load
 from netwatch.topology.units import parse_duration, parse_percentage, parse_rate
 
@@ -153,7 +153,7 @@ def _up(args: argparse.Namespace) -> int:
 def _down(args: argparse.Namespace) -> int:
     topo, run_dir = _context(args)
     removed = build.down(run_dir, topo)
-    leftover = build.lab_namespaces_present()
+    leftover = namespaces.lab_namespaces_present()
     print(f"lab is down: removed {len(removed)} items" if removed else "lab was not up")
     if leftover:
         print(f"note: other nw-* namespaces exist, not the lab's: {', '.join(leftover)}")
@@ -162,7 +162,7 @@ def _down(args: argparse.Namespace) -> int:
 
 def _status(args: argparse.Namespace) -> int:
     topo, run_dir = _context(args)
-    build.require_root()
+    namespaces.require_root()
     report = status.collect(topo, run_dir)
     rtts = status.measure_rtt(topo) if args.rtt and report["up"] else None
     if rtts is not None:
@@ -179,14 +179,14 @@ def _status(args: argparse.Namespace) -> int:
 
 def _stop(args: argparse.Namespace) -> int:
     _, run_dir = _context(args)
-    ran = build.stop_service(run_dir, args.service)
+    ran = services.stop_service(run_dir, args.service)
     print(f"stopped {args.service}" if ran else f"{args.service} was not running")
     return 0
 
 
 def _start(args: argparse.Namespace) -> int:
     _, run_dir = _context(args)
-    started = build.start_service(run_dir, args.service)
+    started = services.start_service(run_dir, args.service)
     print(f"started {args.service}" if started else f"{args.service} is already running")
     return 0
 

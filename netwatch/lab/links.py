@@ -1,4 +1,5 @@
-"""Faults on a running lab: cut, restore and impair a town's path.
+"""The lab's emulated links: their emulator processes, and faults on a
+running lab (cut, restore and impair a town's path).
 
 A town's path is one emulated link; `up` is the town-to-data-center
 direction (the emulator's a_to_b), `down` the way back.  Every change is
@@ -8,13 +9,25 @@ command returns.
 
 from __future__ import annotations
 
+import functools
+import json
+import sys
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from netwatch.emulator.control import DirectionName, EmulatorClient, EmulatorError, LinkState
+from netwatch.emulator.control import (
+    DirectionName,
+    EmulatorClient,
+    EmulatorError,
+    EmulatorUnavailable,
+    LinkState,
+)
 from netwatch.errors import LabError
-from netwatch.lab.build import control_socket
-from netwatch.lab.plan import Link, emulator_profile, make_plan
+from netwatch.lab.plan import Link, Plan, emulator_profile, make_plan
+from netwatch.lab.procs import running, spawn
+from netwatch.lab.rundir import RunDir
+from netwatch.lab.services import READY_TIMEOUT, tail
+from netwatch.lab.state import LabState
 from netwatch.topology import Topology
 
 Direction = Literal["up", "down", "both"]
@@ -50,6 +63,41 @@ class Impairment:
         return out
 
 
+def start_emulators(plan: Plan, state: LabState, run: RunDir) -> None:
+    """One emulator process per link (each builds its two TUN ends); returns
+    once every one answers on its control socket."""
+    records = {}
+    for link in plan.links:
+        sock = str(run.control_socket(link.id))
+        argv = [
+            sys.executable, "-m", "netwatch.emulator", "run",
+            "--link", link.id,
+            "--end-a", link.a.spec(),
+            "--end-b", link.b.spec(),
+            "--control", sock,
+            "--a-to-b", json.dumps(emulator_profile(link.a_to_b)),
+            "--b-to-a", json.dumps(emulator_profile(link.b_to_a)),
+        ]  # fmt: skip
+        log = str(run.log(f"emulator-{link.id}"))
+        records[link.id] = record = spawn(
+            f"emulator {link.id}", argv, log=log, marker=f"--control {sock}"
+        )
+        state.processes.append(record)
+        state.save()
+    for link in plan.links:
+        record = records[link.id]
+        client = EmulatorClient(run.control_socket(link.id))
+        try:
+            client.wait_ready(READY_TIMEOUT, alive=functools.partial(running, record.pid))
+        except EmulatorUnavailable as exc:
+            raise LabError(f"link {link.id} did not come up: {exc}: {tail(record.log)}") from None
+
+
+def emulator_pids_marker(run: RunDir) -> str:
+    """What every emulator of this run directory has in its command line."""
+    return f"--control {run.links}/"
+
+
 def find_link(topo: Topology, town: str, path: str) -> Link:
     try:
         topo.town(town).path(path)
@@ -59,7 +107,7 @@ def find_link(topo: Topology, town: str, path: str) -> Link:
 
 
 def _client(run_dir: str, link: Link) -> EmulatorClient:
-    return EmulatorClient(control_socket(run_dir, link.id), timeout=2.0)
+    return EmulatorClient(RunDir.of(run_dir).control_socket(link.id), timeout=2.0)
 
 
 def _apply(run_dir: str, link: Link, direction: Direction, fields: dict[str, Any]) -> LinkState:

@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from netwatch.constants import MAIN_TABLE, RTPROT_NETWATCH
+from netwatch.lab.rundir import RunDir
 from netwatch.topology import LinkProfile, Topology
 
 NS_PREFIX = "nw-"
@@ -252,3 +253,24 @@ def _add_routes(
         nodes[ops_node].routes.append(
             Route(IPv4Network("0.0.0.0/0"), ops_link.a.address.ip, ops_link.b.ifname)
         )
+
+
+def broker_config(plan: Plan, run: RunDir) -> str:
+    """mosquitto.conf of the lab's broker in the operations center."""
+    return "\n".join(
+        [
+            "# written by `netwatch lab up`; the lab's broker in the operations center",
+            "user root",
+            f"listener {plan.broker_port} 0.0.0.0",
+            "allow_anonymous true",
+            "persistence true",
+            f"persistence_location {run.mosquitto}/",
+            f"log_dest file {run.log('mosquitto')}",
+            "log_type error",
+            "log_type warning",
+            "log_type notice",
+            "log_type information",
+            "connection_messages true",
+            "",
+        ]
+    )

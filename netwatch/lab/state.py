@@ -38,6 +38,13 @@ class LabState:
     processes: list[ProcRecord] = field(default_factory=list)
     complete: bool = False
 
+    @classmethod
+    def new(cls, topology_path: str, run_dir: str) -> LabState:
+        """A fresh record, saved at once: `down` can rely on it from here on."""
+        state = cls(topology=os.path.abspath(topology_path), run_dir=run_dir)
+        state.save()
+        return state
+
     def save(self) -> None:
         path = Path(self.run_dir) / STATE_FILE
         tmp = path.with_suffix(".tmp")

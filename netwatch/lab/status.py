@@ -14,8 +14,9 @@ from pyroute2 import IPRoute
 from netwatch.constants import SO_MARK
 from netwatch.emulator.control import EmulatorClient, EmulatorError
 from netwatch.emulator.netns import entered
-from netwatch.lab.build import control_socket, existing_namespaces
+from netwatch.lab.namespaces import existing_namespaces
 from netwatch.lab.plan import Plan, make_plan
+from netwatch.lab.rundir import RunDir
 from netwatch.lab.state import LabState
 from netwatch.topology import Topology
 from netwatch.topology.units import format_duration, format_percentage, format_rate
@@ -48,7 +49,7 @@ def collect(topo: Topology, run_dir: str) -> dict[str, Any]:
             "configured": {"a_to_b": link.a_to_b_name, "b_to_a": link.b_to_a_name},
         }
         try:
-            live = EmulatorClient(control_socket(run_dir, link.id), timeout=1.0).get()
+            live = EmulatorClient(RunDir.of(run_dir).control_socket(link.id), timeout=1.0).get()
         except EmulatorError as exc:
             entry["error"] = str(exc)
         else:

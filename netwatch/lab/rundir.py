@@ -1,0 +1,61 @@
+"""Where each file of a running lab lives, under its run directory::
+
+    lab.json                 the record of what was created (state.py)
+    links/<link>.sock        each link emulator's control socket (owner only)
+    logs/<name>.log          every process's log
+    dc/target.sqlite3        the reference application's ledger
+    mosquitto/               the broker's configuration and persistence
+    agents/<town>/spool      each lab agent's MQTT spool
+
+Everything that reads or writes one of these asks `RunDir`, so the layout
+is written down once.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class RunDir:
+    root: Path
+
+    @classmethod
+    def of(cls, run_dir: str | Path) -> RunDir:
+        return cls(Path(run_dir))
+
+    @property
+    def links(self) -> Path:
+        return self.root / "links"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def mosquitto(self) -> Path:
+        return self.root / "mosquitto"
+
+    @property
+    def broker_conf(self) -> Path:
+        return self.mosquitto / "mosquitto.conf"
+
+    @property
+    def ledger(self) -> Path:
+        return self.root / "dc" / "target.sqlite3"
+
+    def control_socket(self, link_id: str) -> Path:
+        return self.links / f"{link_id}.sock"
+
+    def log(self, name: str) -> Path:
+        return self.logs / f"{name}.log"
+
+    def agent_spool(self, town: str) -> Path:
+        return self.root / "agents" / town / "spool"
+
+    def create(self) -> None:
+        for folder in (self.links, self.logs, self.ledger.parent, self.mosquitto):
+            folder.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.links, 0o700)  # control sockets: owner only

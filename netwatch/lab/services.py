@@ -1,0 +1,241 @@
+"""The lab's services: the reference application in the data center, the
+MQTT broker in the operations center and, on request, one agent per town.
+
+A service is named on the command line as ``target``, ``broker`` or
+``agent-<town>`` (`Service.parse`) and recorded in lab.json under its
+process name (`Service.process`); both spellings are written here only.
+Every service runs in its node's namespace and counts as started once it
+accepts TCP connections on its port.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import shutil
+import socket
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from netwatch.emulator.netns import entered
+from netwatch.errors import LabError
+from netwatch.lab.namespaces import require_root
+from netwatch.lab.plan import Plan, broker_config
+from netwatch.lab.procs import running, spawn, stop, wait_until
+from netwatch.lab.rundir import RunDir
+from netwatch.lab.state import LabState, ProcRecord
+from netwatch.topology import Topology
+
+READY_TIMEOUT = 20.0
+APP_READY_TIMEOUT = 120.0  # the first start seeds the ledger (49,289 residents)
+AGENT_METRICS_PORT = 9470  # each lab agent's /metrics, on loopback in its town
+
+
+class Kind(enum.StrEnum):
+    TARGET = "target"  # the reference data-center application
+    BROKER = "broker"
+    AGENT = "agent"
+
+
+_PROCESS = {Kind.TARGET: "target", Kind.BROKER: "mosquitto"}
+
+
+@dataclass(frozen=True)
+class Service:
+    kind: Kind
+    town: str | None = None  # for an agent
+
+    @classmethod
+    def agent(cls, town: str) -> Service:
+        return cls(Kind.AGENT, town)
+
+    @classmethod
+    def parse(cls, text: str) -> Service:
+        """``target``, ``broker`` or ``agent-<town>``; raises ValueError."""
+        kind, _, town = text.partition("-")
+        if kind == Kind.AGENT and town:
+            return cls.agent(town)
+        if not town and kind in (Kind.TARGET, Kind.BROKER):
+            return cls(Kind(kind))
+        raise ValueError(text)
+
+    @classmethod
+    def of_process(cls, name: str) -> Service | None:
+        """The service a lab.json process record belongs to (None: an emulator)."""
+        for kind, process in _PROCESS.items():
+            if name == process:
+                return cls(kind)
+        word, _, town = name.partition(" ")
+        return cls.agent(town) if word == Kind.AGENT and town else None
+
+    @property
+    def process(self) -> str:
+        """Its name in the lab's record."""
+        return f"agent {self.town}" if self.kind is Kind.AGENT else _PROCESS[self.kind]
+
+    def __str__(self) -> str:
+        return f"agent-{self.town}" if self.kind is Kind.AGENT else self.kind.value
+
+
+def start_target(plan: Plan, state: LabState, run: RunDir) -> None:
+    db = str(run.ledger)
+    argv = [sys.executable, "-m", "loadprobe.cli", "target",
+            "--host", "0.0.0.0", "--port", str(plan.app_port), "--db", db]  # fmt: skip
+    netns = plan.nodes[plan.dc_node].netns
+    record = _start(Service(Kind.TARGET), argv, state, run, marker=f"--db {db}", netns=netns)
+    wait_listening(record, str(plan.app_address), plan.app_port, APP_READY_TIMEOUT)
+
+
+def start_broker(plan: Plan, state: LabState, run: RunDir) -> None:
+    mosquitto = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    if not os.path.exists(mosquitto):
+        raise LabError("mosquitto is not installed (apt-get install mosquitto)")
+    run.broker_conf.write_text(broker_config(plan, run), encoding="utf-8")
+    conf = str(run.broker_conf)
+    netns = plan.nodes[plan.ops_node].netns
+    service = Service(Kind.BROKER)
+    record = _start(service, [mosquitto, "-c", conf], state, run, marker=conf, netns=netns,
+                    log=run.log("mosquitto.stdout"))  # fmt: skip
+    wait_listening(record, str(plan.broker_address), plan.broker_port, READY_TIMEOUT)
+
+
+def start_agents(topo: Topology, plan: Plan, state: LabState, policy: str | None) -> int:
+    """One agent per town inside its namespace, pointed at the lab's broker.
+    Agents already running are left alone; returns how many were started."""
+    run = RunDir.of(state.run_dir)
+    started = []
+    for town in topo.towns:
+        service = Service.agent(town.id)
+        record = _record(state, service)
+        if record is not None and record.alive():
+            continue
+        if record is not None:
+            state.processes.remove(record)
+        spool = run.agent_spool(town.id)
+        spool.mkdir(parents=True, exist_ok=True)
+        argv = [
+            sys.executable, "-m", "netwatch.cli", "agent",
+            "--town", town.id,
+            "--topology", state.topology,
+            "--mqtt", topo.opscenter.mqtt,
+            "--spool", str(spool),
+            "--metrics-listen", f"127.0.0.1:{AGENT_METRICS_PORT}",
+        ]  # fmt: skip
+        if policy is not None:
+            argv += ["--policy", policy]
+        started.append(
+            _start(
+                service,
+                argv,
+                state,
+                run,
+                marker=f"--spool {spool}",
+                netns=plan.nodes[town.id].netns,
+            )
+        )
+    for record in started:
+        wait_listening(record, "127.0.0.1", AGENT_METRICS_PORT, READY_TIMEOUT)
+    return len(started)
+
+
+def stop_service(run_dir: str, service: str) -> bool:
+    """Stop one of the lab's services on purpose; False if it was not running."""
+    require_root()
+    state, record = _find(run_dir, service)
+    was_running = record.alive()
+    if was_running:
+        stop(record.pid, record.marker)
+    record.stopped = True
+    state.save()
+    return was_running
+
+
+def start_service(run_dir: str, service: str) -> bool:
+    """Start a stopped (or crashed) service again, as it was; False if it ran."""
+    require_root()
+    state, record = _find(run_dir, service)
+    if record.alive():
+        return False
+    if not record.argv:
+        raise LabError(f"{service}: no command recorded (a lab from an older version); rebuild it")
+    fresh = spawn(
+        record.name, record.argv, log=record.log, marker=record.marker, netns=record.netns
+    )
+    state.processes[state.processes.index(record)] = fresh
+    state.save()
+    return True
+
+
+def wait_listening(record: ProcRecord, host: str, port: int, timeout: float) -> None:
+    netns = record.netns
+    assert netns is not None, "every lab service runs in a namespace"
+
+    def ready() -> bool:
+        if not running(record.pid):
+            raise LabError(f"{record.name} exited while starting: {tail(record.log)}")
+        with entered(netns):
+            sock = socket.socket()
+        with sock:
+            sock.settimeout(0.5)
+            return sock.connect_ex((host, port)) == 0
+
+    if not wait_until(ready, timeout=timeout, step=0.1):
+        raise LabError(
+            f"{record.name} is not listening on {host}:{port} after {timeout:g} s: "
+            f"{tail(record.log)}"
+        )
+
+
+def tail(log: str, lines: int = 3) -> str:
+    """The end of a log, for an error message: `down` removes the run directory."""
+    try:
+        text = Path(log).read_text(encoding="utf-8", errors="replace").strip()
+    except OSError:
+        return "(no log)"
+    return " | ".join(text.splitlines()[-lines:]) or "(empty log)"
+
+
+def _start(
+    service: Service,
+    argv: list[str],
+    state: LabState,
+    run: RunDir,
+    *,
+    marker: str,
+    netns: str,
+    log: Path | None = None,
+) -> ProcRecord:
+    # Recorded before the next process starts, so `down` finds it after a crash.
+    record = spawn(
+        service.process, argv, log=str(log or run.log(str(service))), marker=marker, netns=netns
+    )
+    state.processes.append(record)
+    state.save()
+    return record
+
+
+def _record(state: LabState, service: Service) -> ProcRecord | None:
+    return next((p for p in state.processes if p.name == service.process), None)
+
+
+def _find(run_dir: str, text: str) -> tuple[LabState, ProcRecord]:
+    state = LabState.load(run_dir)
+    if state is None or not state.complete:
+        raise LabError("the lab is not up")
+    try:
+        record = _record(state, Service.parse(text))
+    except ValueError:
+        record = None
+    if record is None:
+        known = [Service(Kind.TARGET), Service(Kind.BROKER), *_agents(state)]
+        raise LabError(f"no lab service {text!r} (services: {', '.join(map(str, known))})")
+    return state, record
+
+
+def _agents(state: LabState) -> list[Service]:
+    return [
+        s
+        for p in state.processes
+        if (s := Service.of_process(p.name)) is not None and s.kind is Kind.AGENT
+    ]
