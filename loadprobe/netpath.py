@@ -21,7 +21,6 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from ipaddress import IPv4Network
-from types import TracebackType
 from typing import Any
 
 from netwatch.constants import RTPROT_NETWATCH
@@ -212,10 +211,5 @@ class PinnedRoutes:
             raise
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.restore()

@@ -22,7 +22,6 @@ import sys
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
-from types import TracebackType
 
 from netwatch.emulator.control import EmulatorClient, EmulatorUnavailable
 
@@ -124,12 +123,7 @@ class ScratchLink:
     def __enter__(self) -> ScratchLink:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
 
