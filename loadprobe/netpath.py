@@ -25,7 +25,7 @@ from typing import Any
 
 from netwatch.constants import RTPROT_NETWATCH
 from netwatch.errors import RouteError as RouteError  # until callers import it from netwatch.errors
-from netwatch.topology import Path, Town
+from netwatch.topology import Town, TownPath
 
 IP_TIMEOUT = 10.0
 
@@ -128,7 +128,7 @@ class PinnedRoutes:
     ``with PinnedRoutes("nw-nishiki", prefixes, town.path("backup")): ...``
     """
 
-    def __init__(self, netns: str | None, prefixes: Sequence[IPv4Network], path: Path) -> None:
+    def __init__(self, netns: str | None, prefixes: Sequence[IPv4Network], path: TownPath) -> None:
         self.netns = netns
         self.prefixes = [str(p) for p in prefixes]
         self.path = path

@@ -44,7 +44,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from netwatch.constants import MAIN_TABLE, RTPROT_NETWATCH
 from netwatch.errors import RouteError, UserError
-from netwatch.topology import Path, Town
+from netwatch.topology import Town, TownPath
 
 log = logging.getLogger("netwatch.routes")
 
@@ -112,7 +112,7 @@ class NetlinkBackend:
             raise RouteError(f"interface {ifname} does not exist")
         return int(found[0])
 
-    async def _replace(self, path: Path, table: int, prefixes: Sequence[str]) -> None:
+    async def _replace(self, path: TownPath, table: int, prefixes: Sequence[str]) -> None:
         ipr = await self._nl()
         oif = await self._index(path.interface)
         for prefix in prefixes:

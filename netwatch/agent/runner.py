@@ -42,7 +42,7 @@ from netwatch.agent.throttle import LogThrottle
 from netwatch.errors import RouteError
 from netwatch.health import Decision, PathHealth, PathSelector, PathState, Transition
 from netwatch.health.rounds import DoneRound, RoundPlanner
-from netwatch.topology import Path, PolicyProfile, Topology, Town
+from netwatch.topology import PolicyProfile, Topology, Town, TownPath
 
 log = logging.getLogger("netwatch.agent")
 
@@ -110,7 +110,7 @@ class _Clock:
 class PathRunner:
     """Everything the agent keeps for one path."""
 
-    path: Path
+    path: TownPath
     binding: PathBinding
     health: PathHealth
     planner: RoundPlanner

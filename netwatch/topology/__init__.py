@@ -11,12 +11,12 @@ from netwatch.topology.model import (
     LinkProfile,
     LoadTest,
     Opscenter,
-    Path,
     Policy,
     PolicyProfile,
     Sla,
     Topology,
     Town,
+    TownPath,
 )
 from netwatch.topology.source import Problem
 
@@ -31,7 +31,6 @@ __all__ = [
     "LinkProfile",
     "LoadTest",
     "Opscenter",
-    "Path",
     "Policy",
     "PolicyProfile",
     "Problem",
@@ -39,6 +38,7 @@ __all__ = [
     "Topology",
     "TopologyError",
     "Town",
+    "TownPath",
     "load",
     "loads",
 ]

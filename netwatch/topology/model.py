@@ -114,7 +114,7 @@ class Model(BaseModel):
 # --- towns and their paths -------------------------------------------------
 
 
-class Path(Model):
+class TownPath(Model):
     name: Id
     role: Literal["primary", "backup"]
     network: Id
@@ -134,22 +134,22 @@ class Town(Model):
     population: PositiveInt
     cutover_week: PositiveInt
     terminals: PositiveInt
-    paths: tuple[Path, ...]
+    paths: tuple[TownPath, ...]
 
     @property
-    def primary(self) -> Path:
+    def primary(self) -> TownPath:
         return next(p for p in self.paths if p.role == "primary")
 
     @property
-    def backups(self) -> tuple[Path, ...]:
+    def backups(self) -> tuple[TownPath, ...]:
         return tuple(p for p in self.paths if p.role == "backup")
 
     @property
-    def paths_by_preference(self) -> tuple[Path, ...]:
+    def paths_by_preference(self) -> tuple[TownPath, ...]:
         """The primary first, then the backups in the order written."""
         return (self.primary, *self.backups)
 
-    def path(self, name: str) -> Path:
+    def path(self, name: str) -> TownPath:
         for path in self.paths:
             if path.name == name:
                 return path
