@@ -29,8 +29,7 @@ if TYPE_CHECKING:
     from loadprobe.preflight import Preflight
     from loadprobe.scenario import Scenario
     from loadprobe.verdict import Check, TxStats
-    from netwatch.topology import TownPath
-    from netwatch.topology import Topology, Town
+    from netwatch.topology import Topology, Town, TownPath
 
 EXIT_PASS, EXIT_FAIL, EXIT_INTERRUPTED = 0, 1, 130
 DEFAULT_METRICS_PORT = 9472

@@ -10,6 +10,7 @@ from netwatch import check
 from netwatch.agent import cli as agent_cli
 from netwatch.errors import EXIT_ERROR, EXIT_INTERRUPTED, NetwatchError
 from netwatch.lab import cli as lab_cli
+from netwatch.opscenter import cli as opscenter_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_parser(subparsers)
     lab_cli.add_parser(subparsers)
     agent_cli.add_parser(subparsers)
+    opscenter_cli.add_parser(subparsers)
     return parser
 
 

@@ -458,9 +458,18 @@ _CLASSES: dict[Kind, type[Message]] = {
 def parse(topic_name: str, payload: bytes | str) -> Message:
     """Decode a message received on `topic_name`; the payload's town and kind
     must match the topic.  Every problem is a `MessageError` naming the topic."""
+    try:
+        data = json.loads(payload)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise MessageError("", f"payload is not JSON ({exc})", topic=topic_name) from None
+    return decode(topic_name, data)
+
+
+def decode(topic_name: str, data: object) -> Message:
+    """`parse` for a payload already decoded from JSON."""
     town, kind = split_topic(topic_name)
     try:
-        message = _CLASSES[kind].from_json(payload)
+        message = _CLASSES[kind].from_dict(data)
     except MessageError as exc:
         raise exc.on(topic_name) from None
     if message.town != town:

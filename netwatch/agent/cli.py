@@ -18,7 +18,7 @@ from prometheus_client import start_http_server
 from netwatch.agent.routes import CommandBackend, DryRunBackend, NetlinkBackend, RouteBackend
 from netwatch.agent.runner import Agent, AgentSettings, EventSink
 from netwatch.errors import UserError
-from netwatch.topology import DEFAULT_PATH, Topology, TopologyError, Town, load
+from netwatch.topology import DEFAULT_PATH, Topology, Town, load_for_command
 
 DEFAULT_METRICS = "127.0.0.1:9470"
 DEFAULT_SPOOL = "/var/lib/netwatch/spool"
@@ -97,12 +97,7 @@ def _listen(text: str) -> tuple[str, int] | None:
 
 
 def _context(args: argparse.Namespace) -> tuple[Topology, Town]:
-    try:
-        topo = load(args.topology)
-    except TopologyError as exc:
-        first = exc.problems[0]
-        more = f" (and {len(exc.problems) - 1} more)" if len(exc.problems) > 1 else ""
-        raise UserError(f"{first}{more}") from None
+    topo = load_for_command(args.topology)
     try:
         town = topo.town(args.town)
     except KeyError as exc:

@@ -38,10 +38,10 @@ from netwatch.agent.linkwatch import KernelEvent, LinkEvent, RouteEvent, watch_k
 from netwatch.agent.metrics import AgentMetrics, AgentSnapshot, MqttStatus
 from netwatch.agent.probes import PathBinding, Prober, ProbeResult, ReportsLate, make_prober
 from netwatch.agent.routes import PrefixRoute, RouteBackend, RouteChange
-from netwatch.agent.throttle import LogThrottle
 from netwatch.errors import RouteError
 from netwatch.health import Decision, PathHealth, PathSelector, PathState, Transition
 from netwatch.health.rounds import DoneRound, RoundPlanner
+from netwatch.throttle import LogThrottle
 from netwatch.topology import PolicyProfile, Topology, Town, TownPath
 
 log = logging.getLogger("netwatch.agent")

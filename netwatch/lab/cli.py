@@ -12,7 +12,7 @@ from typing import TypeVar
 
 from netwatch.errors import EXIT_ERROR, EXIT_NOT_UP, LabError
 from netwatch.lab import build, links, namespaces, services, status
-from netwatch.topology import DEFAULT_PATH, Topology, TopologyError, load
+from netwatch.topology import DEFAULT_PATH, Topology, load_for_command
 from netwatch.topology.units import parse_duration, parse_percentage, parse_rate
 
 T = TypeVar("T")
@@ -114,14 +114,7 @@ def _arg(parse: Callable[[str], T]) -> Callable[[str], T]:
 
 
 def _context(args: argparse.Namespace) -> tuple[Topology, str]:
-    try:
-        topo = load(args.topology)
-    except TopologyError as exc:
-        first = exc.problems[0]
-        more = ""
-        if len(exc.problems) > 1:
-            more = f" (and {len(exc.problems) - 1} more; run `netwatch check`)"
-        raise LabError(f"{first}{more}") from None
+    topo = load_for_command(args.topology)
     return topo, args.run_dir or topo.lab.run_dir
 
 

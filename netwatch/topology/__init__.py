@@ -1,6 +1,6 @@
 """topology.yaml: the one source of truth for every netwatch and loadprobe command."""
 
-from netwatch.topology.loader import DEFAULT_PATH, TopologyError, load, loads
+from netwatch.topology.loader import DEFAULT_PATH, TopologyError, load, load_for_command, loads
 from netwatch.topology.model import (
     TRANSACTIONS,
     Datacenter,
@@ -40,5 +40,6 @@ __all__ = [
     "Town",
     "TownPath",
     "load",
+    "load_for_command",
     "loads",
 ]

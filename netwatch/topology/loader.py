@@ -41,6 +41,19 @@ class TopologyError(UserError):
         super().__init__("\n".join(map(str, problems)))
         self.problems = problems
 
+    def one_line(self) -> str:
+        """The first problem, and how many more: for a command's error line."""
+        more = len(self.problems) - 1
+        return f"{self.problems[0]}" + (f" (and {more} more; run `netwatch check`)" if more else "")
+
+
+def load_for_command(path: str | Path = DEFAULT_PATH) -> Topology:
+    """`load`, with the error a command prints: one line (`UserError`)."""
+    try:
+        return load(path)
+    except TopologyError as exc:
+        raise UserError(exc.one_line()) from None
+
 
 def load(path: str | Path = DEFAULT_PATH) -> Topology:
     name = str(path)

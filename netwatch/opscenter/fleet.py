@@ -1,0 +1,260 @@
+"""The fleet as the operations center knows it: pure state, fed with the
+towns' checked messages (`ingest.check`) and read with a clock.
+
+What a town *is* at a moment is `TownView.status(now)`, worst first:
+
+    offline    its agent's Last Will (or a clean disconnect) said so
+    unknown    nothing heard yet, or nothing for longer than `stale_after`:
+               shown as unknown, never as the last good state
+    all_down   the agent says every path is down
+    backup     traffic is on a path other than the primary
+    degraded   on the primary, which is degraded
+    ok         on the primary, which is up
+
+Timestamps are the agents' (UTC, from the payloads) except `last_heard`,
+which is when this service received the town's last message (epoch
+seconds on this host's clock): staleness must not trust a town's clock.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import deque
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from netwatch.health.state import PathState
+from netwatch.messages import (
+    EventMessage,
+    EventType,
+    Message,
+    MetricsMessage,
+    OnlineMessage,
+    PathSummary,
+    StateMessage,
+)
+from netwatch.topology import Topology, Town
+
+DEFAULT_STALE_AFTER_S = 20.0  # agents republish their state at least every 5 s
+SEEN_EVENT_IDS = 4096  # per town: redeliveries arrive soon after the original
+
+
+class Status(enum.StrEnum):
+    OFFLINE = "offline"
+    UNKNOWN = "unknown"
+    ALL_DOWN = "all_down"
+    BACKUP = "backup"
+    DEGRADED = "degraded"
+    OK = "ok"
+
+    @property
+    def alarming(self) -> bool:
+        """Worth a banner on the status page."""
+        return self in (Status.OFFLINE, Status.UNKNOWN, Status.ALL_DOWN, Status.BACKUP)
+
+
+@dataclass(frozen=True)
+class PathView:
+    state: PathState
+    loss_ratio: float | None = None
+    rtt_p50_s: float | None = None
+    rtt_p95_s: float | None = None
+    jitter_s: float | None = None
+    damped: bool = False
+    since: datetime | None = None
+
+    @classmethod
+    def of(
+        cls, summary: PathSummary, *, damped: bool = False, since: datetime | None = None
+    ) -> PathView:
+        return cls(
+            summary.state,
+            summary.loss_ratio,
+            summary.rtt_p50_s,
+            summary.rtt_p95_s,
+            summary.jitter_s,
+            damped,
+            since,
+        )
+
+
+@dataclass(frozen=True)
+class Failover:
+    """The last move of a town's traffic (a failover, failback or switch)."""
+
+    at: datetime
+    from_path: str | None
+    to_path: str
+    kind: str  # failover | failback | switch
+    reason: str
+    outage_s: float | None = None  # fault suspected -> routes applied, once applied
+
+
+@dataclass
+class TownView:
+    town: Town
+    last_heard: float | None = None
+    online: bool | None = None  # None: never said
+    state_ts: datetime | None = None
+    active_path: str | None = None
+    all_down: bool = False
+    route_backend: str | None = None
+    paths: dict[str, PathView] = field(default_factory=dict)
+    last_failover: Failover | None = None
+    backup_since: datetime | None = None
+    failovers: dict[tuple[str, str, str], int] = field(default_factory=dict)  # from, to, kind
+    drill: EventMessage | None = None
+    acceptance: EventMessage | None = None
+    version: int = 0  # bumped on every change, for live updates
+    _seen: deque[str] = field(default_factory=lambda: deque(maxlen=SEEN_EVENT_IDS))
+    _seen_set: set[str] = field(default_factory=set)
+
+    @property
+    def id(self) -> str:
+        return self.town.id
+
+    @property
+    def primary(self) -> str:
+        return self.town.primary.name
+
+    def age(self, now: float) -> float | None:
+        return None if self.last_heard is None else max(0.0, now - self.last_heard)
+
+    def stale(self, now: float, stale_after: float) -> bool:
+        age = self.age(now)
+        return age is None or age > stale_after
+
+    def status(self, now: float, stale_after: float) -> Status:
+        if self.online is False:
+            return Status.OFFLINE
+        if self.stale(now, stale_after) or self.state_ts is None:
+            return Status.UNKNOWN
+        if self.all_down:
+            return Status.ALL_DOWN
+        if self.active_path is not None and self.active_path != self.primary:
+            return Status.BACKUP
+        active = self.paths.get(self.active_path or "")
+        if active is not None and active.state is PathState.DEGRADED:
+            return Status.DEGRADED
+        return Status.OK
+
+    def on_backup_s(self, now_wall: datetime) -> float | None:
+        if self.backup_since is None:
+            return None
+        return max(0.0, (now_wall - self.backup_since).total_seconds())
+
+    def seen(self, event_id: str) -> bool:
+        """True if this event was applied already; remembers it otherwise."""
+        if event_id in self._seen_set:
+            return True
+        if len(self._seen) == self._seen.maxlen:
+            self._seen_set.discard(self._seen[0])
+        self._seen.append(event_id)
+        self._seen_set.add(event_id)
+        return False
+
+
+class Fleet:
+    """Every town of the topology, in cutover order."""
+
+    def __init__(self, topo: Topology, *, stale_after: float = DEFAULT_STALE_AFTER_S) -> None:
+        self.stale_after = stale_after
+        ordered = sorted(topo.towns, key=lambda t: (t.cutover_week, t.id))
+        self.towns: dict[str, TownView] = {t.id: TownView(t) for t in ordered}
+        self.version = 0
+
+    def __iter__(self) -> Iterator[TownView]:
+        return iter(self.towns.values())
+
+    def apply(self, message: Message, received: float) -> bool:
+        """Take one checked message of a town of the fleet; False when it
+        changed nothing (a redelivered event, an older state)."""
+        view = self.towns[message.town]
+        view.last_heard = received
+        if isinstance(message, StateMessage):
+            changed = self._state(view, message)
+        elif isinstance(message, EventMessage):
+            changed = self._event(view, message)
+        elif isinstance(message, OnlineMessage):
+            changed = view.online != message.online
+            view.online = message.online
+        else:
+            changed = self._metrics(view, message)
+        if changed:
+            self.version += 1
+            view.version = self.version
+        return changed
+
+    def replay(self, history: Iterable[Message]) -> None:
+        """Rebuild from stored messages (oldest first) after a restart; the
+        towns count as not heard from until they speak again."""
+        for message in history:
+            if message.town in self.towns:
+                self.apply(message, received=0.0)
+        for view in self:
+            view.last_heard = None
+
+    # -- by kind -------------------------------------------------------------
+
+    def _state(self, view: TownView, message: StateMessage) -> bool:
+        if view.state_ts is not None and message.ts < view.state_ts:
+            return False  # an old retained state behind a newer one
+        view.state_ts = message.ts
+        view.active_path = message.active_path
+        view.all_down = message.all_down
+        view.route_backend = message.route_backend
+        view.paths = {
+            name: PathView.of(status, damped=status.damped, since=status.since)
+            for name, status in message.paths.items()
+        }
+        on_backup = message.active_path is not None and message.active_path != view.primary
+        if not on_backup:
+            view.backup_since = None
+        elif view.backup_since is None:
+            active = message.paths[message.active_path] if message.active_path else None
+            moved = view.last_failover.at if view.last_failover else None
+            view.backup_since = moved or (active.since if active else message.ts)
+        return True
+
+    def _event(self, view: TownView, message: EventMessage) -> bool:
+        if view.seen(message.id):
+            return False
+        details = message.details or {}
+        kind = str(details.get("kind", message.event.value))
+        if message.event in (EventType.FAILOVER, EventType.FAILBACK) and message.to_path:
+            key = (message.from_path or "", message.to_path, kind)
+            view.failovers[key] = view.failovers.get(key, 0) + 1
+            view.last_failover = Failover(
+                message.ts, message.from_path, message.to_path, kind, message.reason
+            )
+            if message.to_path != view.primary and view.backup_since is None:
+                view.backup_since = message.ts
+        elif message.event is EventType.ROUTES_APPLIED and message.to_path:
+            last = view.last_failover
+            if last is not None and last.to_path == message.to_path and last.outage_s is None:
+                view.last_failover = Failover(
+                    last.at,
+                    last.from_path,
+                    last.to_path,
+                    last.kind,
+                    last.reason,
+                    message.duration_s,
+                )
+        elif message.event is EventType.DRILL_RESULT:
+            if details.get("kind") == "acceptance":
+                view.acceptance = message
+            else:
+                view.drill = message
+        return True
+
+    def _metrics(self, view: TownView, message: MetricsMessage) -> bool:
+        # Figures only: state, activity and `since` come from `state`.
+        for name, summary in message.paths.items():
+            old = view.paths.get(name)
+            view.paths[name] = PathView.of(
+                summary,
+                damped=old.damped if old else False,
+                since=old.since if old else None,
+            )
+        return True

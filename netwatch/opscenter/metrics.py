@@ -1,0 +1,189 @@
+"""The fleet's one Prometheus endpoint: ``netwatch_fleet_*`` with a `town`
+label (and `path` where it applies), read from the fleet at scrape time;
+and the service's own ``netwatch_opscenter_*``.
+
+A town that is stale or offline exports no path figures and no active
+path: a dashboard must show it as unknown, not as its last good state.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from netwatch.health.state import PathState
+from netwatch.messages import utc_now
+from netwatch.opscenter.fleet import Fleet, Status
+from netwatch.opscenter.ingest import Reason
+
+
+class _FleetCollector(Collector):
+    def __init__(self, fleet: Fleet, clock: Callable[[], float]) -> None:
+        self._fleet = fleet
+        self._clock = clock
+
+    def collect(self) -> Iterator[Metric]:
+        fleet, now, wall = self._fleet, self._clock(), utc_now()
+        g = GaugeMetricFamily
+        town_l, path_l = ["town"], ["town", "path"]
+        online = g(
+            "netwatch_fleet_town_online", "1 while the town's agent is connected", labels=town_l
+        )
+        status = g(
+            "netwatch_fleet_town_status",
+            "1 for the town's status (ok, degraded, backup, all_down, unknown, offline)",
+            labels=[*town_l, "status"],
+        )
+        age = g(
+            "netwatch_fleet_last_message_age_seconds",
+            "seconds since the town's last message reached the operations center",
+            labels=town_l,
+        )
+        active = g(
+            "netwatch_fleet_active_path",
+            "1 for the path carrying the town's traffic",
+            labels=path_l,
+        )
+        state = g("netwatch_fleet_path_state", "1 for the path's state", labels=[*path_l, "state"])
+        loss = g(
+            "netwatch_fleet_path_loss_ratio",
+            "probe loss over the agent's window (0..1)",
+            labels=path_l,
+        )
+        p50 = g("netwatch_fleet_path_rtt_p50_seconds", "median probe RTT", labels=path_l)
+        p95 = g("netwatch_fleet_path_rtt_p95_seconds", "95th percentile probe RTT", labels=path_l)
+        jitter = g("netwatch_fleet_path_jitter_seconds", "probe RTT jitter", labels=path_l)
+        failovers = CounterMetricFamily(
+            "netwatch_fleet_failovers",
+            "moves of a town's traffic by from, to and reason (failover, failback, switch)",
+            labels=[*town_l, "from", "to", "reason"],
+        )
+        last = g(
+            "netwatch_fleet_last_failover_duration_seconds",
+            "the last failover's outage: fault suspected to routes applied",
+            labels=town_l,
+        )
+        backup = g(
+            "netwatch_fleet_on_backup_seconds",
+            "seconds the town has been off its primary",
+            labels=town_l,
+        )
+        all_down = g(
+            "netwatch_fleet_all_paths_down", "1 while no path of the town works", labels=town_l
+        )
+        towns = g("netwatch_fleet_towns", "towns by status", labels=["status"])
+        counts = dict.fromkeys(Status, 0)
+        for view in fleet:
+            t = view.id
+            current = view.status(now, fleet.stale_after)
+            counts[current] += 1
+            online.add_metric([t], 1.0 if view.online and current is not Status.UNKNOWN else 0.0)
+            for s in Status:
+                status.add_metric([t, s.value], 1.0 if s is current else 0.0)
+            heard = view.age(now)
+            if heard is not None:
+                age.add_metric([t], heard)
+            for key, n in view.failovers.items():
+                failovers.add_metric([t, *key], float(n))
+            if view.last_failover is not None and view.last_failover.outage_s is not None:
+                last.add_metric([t], view.last_failover.outage_s)
+            known = current not in (Status.UNKNOWN, Status.OFFLINE)
+            all_down.add_metric([t], 1.0 if known and view.all_down else 0.0)
+            on_backup = view.on_backup_s(wall) if known else None
+            backup.add_metric([t], on_backup or 0.0)
+            for path in view.town.paths:
+                name = path.name
+                p = view.paths.get(name) if known else None
+                active.add_metric([t, name], 1.0 if known and view.active_path == name else 0.0)
+                shown = p.state if p is not None else PathState.UNKNOWN
+                for candidate in PathState:
+                    state.add_metric([t, name, candidate.value], 1.0 if candidate is shown else 0.0)
+                if p is None:
+                    continue
+                for family, value in (
+                    (loss, p.loss_ratio),
+                    (p50, p.rtt_p50_s),
+                    (p95, p.rtt_p95_s),
+                    (jitter, p.jitter_s),
+                ):
+                    if value is not None:
+                        family.add_metric([t, name], value)
+        for s, n in counts.items():
+            towns.add_metric([s.value], float(n))
+        yield from (
+            online,
+            status,
+            age,
+            active,
+            state,
+            loss,
+            p50,
+            p95,
+            jitter,
+            failovers,
+            last,
+            backup,
+            all_down,
+            towns,
+        )
+
+
+@dataclass
+class ServiceMetrics:
+    """What the service itself counts."""
+
+    registry: CollectorRegistry
+    accepted: Counter
+    rejected: Counter
+    duplicates: Counter
+    mqtt_connected: Gauge
+    db_rows: Counter
+    db_errors: Counter
+
+    @classmethod
+    def create(cls, fleet: Fleet, *, clock: Callable[[], float] = time.time) -> ServiceMetrics:
+        registry = CollectorRegistry()
+        registry.register(_FleetCollector(fleet, clock))
+        rejected = Counter(
+            "netwatch_opscenter_messages_rejected",
+            "messages dropped, by reason",
+            ["reason"],
+            registry=registry,
+        )
+        for reason in Reason:
+            rejected.labels(reason.value)  # every reason exported from the start, at 0
+        return cls(
+            registry=registry,
+            accepted=Counter(
+                "netwatch_opscenter_messages",
+                "messages accepted, by kind",
+                ["kind"],
+                registry=registry,
+            ),
+            rejected=rejected,
+            duplicates=Counter(
+                "netwatch_opscenter_duplicate_events",
+                "events delivered again (stored once)",
+                registry=registry,
+            ),
+            mqtt_connected=Gauge(
+                "netwatch_opscenter_mqtt_connected",
+                "1 while subscribed to the broker; 0: the fleet shown is the last known",
+                registry=registry,
+            ),
+            db_rows=Counter(
+                "netwatch_opscenter_db_rows_written",
+                "rows written to the database",
+                registry=registry,
+            ),
+            db_errors=Counter(
+                "netwatch_opscenter_db_errors",
+                "failed database flushes (retried)",
+                registry=registry,
+            ),
+        )

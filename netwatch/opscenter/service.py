@@ -1,0 +1,213 @@
+"""The operations center's event loop: ingest from the broker, keep the
+fleet and its history, serve HTTP.
+
+Named tasks, one job each:
+
+    opscenter-mqtt     subscribe (persistent session), check, apply, queue;
+                       reconnects with capped, jittered back-off forever
+    opscenter-flush    writes the queued rows every FLUSH_S
+    opscenter-prune    deletes what is past its retention, hourly
+    opscenter-http     uvicorn serving `web.create_app`
+
+Nothing a town sends can stop the service: a bad message is counted and
+dropped, a broken broker is retried while the page shows the last known
+state as stale.  Only a database that cannot be opened at start is fatal
+(`StoreError`, exit 2).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import signal
+import socket
+import sqlite3
+import time
+from dataclasses import dataclass
+
+import aiomqtt
+import uvicorn
+
+from netwatch import messages
+from netwatch.messages import Kind
+from netwatch.mqtt.publisher import parse_broker_url
+from netwatch.opscenter import ingest
+from netwatch.opscenter.fleet import DEFAULT_STALE_AFTER_S, Fleet
+from netwatch.opscenter.metrics import ServiceMetrics
+from netwatch.opscenter.store import FLUSH_S, Store
+from netwatch.opscenter.web import Context, Link, create_app
+from netwatch.throttle import LogThrottle
+from netwatch.topology import Topology
+
+log = logging.getLogger("netwatch.opscenter")
+
+CLIENT_ID = "netwatch-opscenter"
+BACKOFF_INITIAL_S = 0.5
+BACKOFF_MAX_S = 30.0
+PRUNE_EVERY_S = 3600.0
+KEEPALIVE_S = 15
+
+
+@dataclass(frozen=True)
+class Settings:
+    mqtt: str
+    host: str
+    port: int
+    db: str
+    client_id: str = CLIENT_ID
+    stale_after: float = DEFAULT_STALE_AFTER_S
+    max_payload: int = ingest.MAX_PAYLOAD_BYTES
+    retention_s: float | None = None
+
+
+class Opscenter:
+    def __init__(self, topo: Topology, settings: Settings, store: Store) -> None:
+        self.settings = settings
+        self.host, self.port = parse_broker_url(settings.mqtt)
+        self.fleet = Fleet(topo, stale_after=settings.stale_after)
+        self.fleet.replay(store.history())
+        self.store = store
+        self.metrics = ServiceMetrics.create(self.fleet)
+        self.link = Link()
+        self.ctx = Context(self.fleet, store, self.metrics, self.link)
+        self.towns = frozenset(self.fleet.towns)
+        self._throttle = LogThrottle(log, time.monotonic, period_s=60.0)
+        self._stop = asyncio.Event()
+
+    # -- ingest --------------------------------------------------------------
+
+    def handle(self, topic: str, payload: bytes, received: float) -> bool:
+        """One message from the broker; True if it was accepted."""
+        checked = ingest.check(topic, payload, self.towns, max_bytes=self.settings.max_payload)
+        if isinstance(checked, ingest.Rejected):
+            self.metrics.rejected.labels(checked.reason.value).inc()
+            town = checked.town if checked.town in self.towns else None  # bounded keys
+            self._throttle.warning(
+                (town, checked.reason),
+                f"rejected a message on {topic} ({checked.reason}): {checked.detail}",
+            )
+            return False
+        self.metrics.accepted.labels(checked.KIND.value).inc()
+        if self.fleet.apply(checked, received):
+            self.store.add(checked, received)
+        elif checked.KIND is Kind.EVENT:
+            self.metrics.duplicates.inc()
+        return True
+
+    async def _mqtt(self) -> None:
+        failures = 0
+        while not self._stop.is_set():
+            try:
+                async with aiomqtt.Client(
+                    self.host,
+                    self.port,
+                    identifier=self.settings.client_id,
+                    clean_session=False,  # QoS 1 events wait for us while we are down
+                    keepalive=KEEPALIVE_S,
+                    timeout=10,
+                ) as client:
+                    for kind in Kind:
+                        await client.subscribe(f"{messages.ROOT}/+/{kind.leaf}", qos=1)
+                    self._connected(True, None)
+                    failures = 0
+                    async for message in client.messages:
+                        payload = message.payload
+                        if not isinstance(payload, bytes | bytearray):
+                            payload = str(payload).encode()
+                        self.handle(message.topic.value, bytes(payload), time.time())
+            except aiomqtt.MqttError as exc:
+                failures += 1
+                self._connected(False, str(exc))
+                delay = min(BACKOFF_MAX_S, BACKOFF_INITIAL_S * 2 ** min(failures, 16))
+                delay *= random.uniform(0.5, 1.0)  # operations centers must not retry in step
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), delay)
+
+    def _connected(self, connected: bool, error: str | None) -> None:
+        if connected != self.link.connected or self.link.since is None:
+            if connected:
+                log.info(
+                    "mqtt: subscribed at %s as %s", self.settings.mqtt, self.settings.client_id
+                )
+            else:
+                log.warning("mqtt: %s unreachable (%s); retrying", self.settings.mqtt, error)
+            self.link.since = time.time()
+        self.link.connected = connected
+        self.link.last_error = error
+        self.metrics.mqtt_connected.set(1 if connected else 0)
+
+    # -- storage -------------------------------------------------------------
+
+    async def _flush_forever(self) -> None:
+        while not self._stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), FLUSH_S)
+            await self._flush()
+
+    async def _flush(self) -> None:
+        before = self.store.rows_written
+        try:
+            await self.store.flush()
+        except sqlite3.Error as exc:
+            self.metrics.db_errors.inc()
+            self._throttle.error(("db",), f"database write failed (kept for the next try): {exc}")
+            return
+        self.metrics.db_rows.inc(self.store.rows_written - before)
+
+    async def _prune_forever(self) -> None:
+        while not self._stop.is_set():
+            try:
+                removed = await self.store.prune(time.time())
+            except sqlite3.Error as exc:
+                self._throttle.error(("prune",), f"pruning the database failed: {exc}")
+            else:
+                if removed:
+                    log.info("pruned %d rows past their retention", removed)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), PRUNE_EVERY_S)
+
+    # -- running -------------------------------------------------------------
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def run(self, listener: socket.socket) -> None:
+        """Serve on `listener` (bound by the caller, so a port in use is an
+        error before anything starts) until SIGTERM/SIGINT or `stop`."""
+        config = uvicorn.Config(
+            create_app(self.ctx),
+            host=self.settings.host,
+            port=self.settings.port,
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+        )
+        server = uvicorn.Server(config)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop)
+        tasks = [
+            asyncio.create_task(self._mqtt(), name="opscenter-mqtt"),
+            asyncio.create_task(self._flush_forever(), name="opscenter-flush"),
+            asyncio.create_task(self._prune_forever(), name="opscenter-prune"),
+            asyncio.create_task(server.serve(sockets=[listener]), name="opscenter-http"),
+        ]
+        log.info(
+            "operations center for %d towns: http://%s:%d/ (broker %s, database %s)",
+            len(self.towns), self.settings.host, self.settings.port, self.settings.mqtt,
+            self.settings.db,
+        )  # fmt: skip
+        stopped = asyncio.create_task(self._stop.wait(), name="opscenter-stop")
+        done, _ = await asyncio.wait([*tasks, stopped], return_when=asyncio.FIRST_COMPLETED)
+        self._stop.set()
+        server.should_exit = True
+        for task in tasks:
+            if task.get_name() != "opscenter-http":
+                task.cancel()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        await self._flush()
+        for task, result in zip(tasks, results, strict=True):
+            if task in done and isinstance(result, Exception):
+                raise result  # a task that ended on its own by failing
