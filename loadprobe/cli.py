@@ -13,10 +13,10 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import TypeAlias
 
+from backoffice import command as target_command
 from loadprobe import CliError, __version__
 from loadprobe import compare as compare_command
 from loadprobe import run as run_command
-from loadprobe.target import command as target_command
 
 # A string: argparse._SubParsersAction is generic only to type checkers.
 SubParsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"

@@ -10,19 +10,19 @@ from pathlib import Path
 
 import pytest
 
-from loadprobe.target.auth import SessionStore, check_credentials, terminal_users
-from loadprobe.target.bundle import build_bundle, etag_matches
-from loadprobe.target.certificate import wareki
-from loadprobe.target.kana import hiragana_to_katakana, normalize_kana, normalize_name
-from loadprobe.target.ledger import SCHEMA_VERSION, Ledger, LedgerError, open_ledger
-from loadprobe.target.seeding import REFERENCE_DATE, generate_town
-from loadprobe.target.tax import (
+from backoffice.auth import SessionStore, check_credentials, terminal_users
+from backoffice.bundle import build_bundle, etag_matches
+from backoffice.certificate import wareki
+from backoffice.kana import hiragana_to_katakana, normalize_kana, normalize_name
+from backoffice.ledger import SCHEMA_VERSION, Ledger, LedgerError, open_ledger
+from backoffice.seeding import REFERENCE_DATE, generate_town
+from backoffice.tax import (
     EXEMPT,
     employment_income,
     per_capita_levy,
     resident_tax,
 )
-from loadprobe.target.towns import TOTAL_POPULATION, TOWNS, TOWNS_BY_ID, Town
+from backoffice.towns import TOTAL_POPULATION, TOWNS, TOWNS_BY_ID, Town
 
 # --- towns and seeding ----------------------------------------------------------------
 

@@ -10,16 +10,16 @@ from __future__ import annotations
 import argparse
 import os
 
-from loadprobe import CliError
-from loadprobe.target.auth import DEFAULT_PASSWORD, PASSWORD_ENV, lab_password
-from loadprobe.target.batch import DEFAULT_ROW_COST_US
-from loadprobe.target.config import (
+from backoffice.auth import DEFAULT_PASSWORD, PASSWORD_ENV, lab_password
+from backoffice.batch import DEFAULT_ROW_COST_US
+from backoffice.config import (
     DEFAULT_PORT,
     DEFAULT_SESSION_TTL,
     TargetConfig,
     default_db_path,
 )
-from loadprobe.target.towns import TOWNS
+from backoffice.towns import TOWNS
+from loadprobe import CliError
 
 _TOTAL = sum(t.population for t in TOWNS)
 DESCRIPTION = f"""\
@@ -131,7 +131,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from loadprobe.target.server import ServeError, serve
+    from backoffice.server import ServeError, serve
 
     config = TargetConfig(
         db_path=Path(args.db) if args.db else default_db_path(),

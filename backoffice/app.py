@@ -8,15 +8,15 @@ from contextlib import asynccontextmanager
 import anyio
 from fastapi import FastAPI
 
+from backoffice import endpoints
+from backoffice.auth import SessionStore
+from backoffice.batch import BatchRunner
+from backoffice.bundle import build_bundle
+from backoffice.config import TargetConfig
+from backoffice.deps import AppState
+from backoffice.ledger import Ledger, LedgerInfo
+from backoffice.metrics import MetricsMiddleware, TargetMetrics
 from loadprobe import __version__
-from loadprobe.target import routes
-from loadprobe.target.auth import SessionStore
-from loadprobe.target.batch import BatchRunner
-from loadprobe.target.bundle import build_bundle
-from loadprobe.target.config import TargetConfig
-from loadprobe.target.deps import AppState
-from loadprobe.target.ledger import Ledger, LedgerInfo
-from loadprobe.target.metrics import MetricsMiddleware, TargetMetrics
 
 DESCRIPTION = """\
 A stand-in for the shared municipal back-office of 錦町, 高原町, 都農町 and 川南町,
@@ -69,7 +69,7 @@ def create_app(config: TargetConfig, ledger_info: LedgerInfo) -> FastAPI:
     )
     app.state.target = state
     app.add_middleware(MetricsMiddleware, metrics=metrics)
-    app.include_router(routes.ops)
-    app.include_router(routes.app_start)
-    app.include_router(routes.api)
+    app.include_router(endpoints.ops)
+    app.include_router(endpoints.app_start)
+    app.include_router(endpoints.api)
     return app

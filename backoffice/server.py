@@ -16,9 +16,9 @@ from pathlib import Path
 
 import uvicorn
 
-from loadprobe.target.app import create_app
-from loadprobe.target.config import TargetConfig
-from loadprobe.target.ledger import LedgerError, open_ledger
+from backoffice.app import create_app
+from backoffice.config import TargetConfig
+from backoffice.ledger import LedgerError, open_ledger
 
 KEEP_ALIVE_S = 75  # as nginx's default: longer than any think time
 

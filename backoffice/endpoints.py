@@ -18,14 +18,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, HTTPException, Query, Response, status
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from loadprobe.target import models
-from loadprobe.target.auth import check_credentials
-from loadprobe.target.batch import Job, QueueFull
-from loadprobe.target.bundle import ASSET_CACHE_CONTROL, MANIFEST_CACHE_CONTROL, Asset, etag_matches
-from loadprobe.target.certificate import render_juminhyo
-from loadprobe.target.deps import SessionDep, StateDep
-from loadprobe.target.kana import normalize_kana, normalize_name
-from loadprobe.target.towns import TOWNS_BY_ID
+from backoffice import models
+from backoffice.auth import check_credentials
+from backoffice.batch import Job, QueueFull
+from backoffice.bundle import ASSET_CACHE_CONTROL, MANIFEST_CACHE_CONTROL, Asset, etag_matches
+from backoffice.certificate import render_juminhyo
+from backoffice.deps import SessionDep, StateDep
+from backoffice.kana import normalize_kana, normalize_name
+from backoffice.towns import TOWNS_BY_ID
 
 _UNAUTHORIZED: dict[int | str, dict[str, Any]] = {
     401: {"model": models.Problem, "description": "No, invalid or expired session"}
