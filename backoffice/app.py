@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 import anyio
 from fastapi import FastAPI
 
-from backoffice import endpoints
+from backoffice import __version__, endpoints
 from backoffice.auth import SessionStore
 from backoffice.batch import BatchRunner
 from backoffice.bundle import build_bundle
@@ -16,7 +16,6 @@ from backoffice.config import TargetConfig
 from backoffice.deps import AppState
 from backoffice.ledger import Ledger, LedgerInfo
 from backoffice.metrics import MetricsMiddleware, TargetMetrics
-from loadprobe import __version__
 
 DESCRIPTION = """\
 A stand-in for the shared municipal back-office of 錦町, 高原町, 都農町 and 川南町,

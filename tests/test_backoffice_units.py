@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+import backoffice
+import loadprobe
 from backoffice.auth import SessionStore, check_credentials, terminal_users
 from backoffice.bundle import build_bundle, etag_matches
 from backoffice.certificate import wareki
@@ -36,6 +38,10 @@ def test_town_facts() -> None:
     ]
     assert TOTAL_POPULATION == 49_289
     assert TOWNS_BY_ID["nishiki"].prefecture == "熊本県"
+
+
+def test_version_is_the_project_version() -> None:
+    assert backoffice.__version__ == loadprobe.__version__
 
 
 @pytest.mark.parametrize("town", TOWNS, ids=lambda t: t.id)

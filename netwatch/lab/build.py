@@ -276,8 +276,7 @@ def _start_target(plan: Plan, state: LabState, run_dir: str) -> None:
     argv = [
         sys.executable,
         "-m",
-        "loadprobe.cli",
-        "target",
+        "backoffice",
         "--host",
         "0.0.0.0",
         "--port",
