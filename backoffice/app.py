@@ -15,7 +15,7 @@ from backoffice.bundle import build_bundle
 from backoffice.config import TargetConfig
 from backoffice.deps import AppState
 from backoffice.ledger import Ledger, LedgerInfo
-from backoffice.metrics import MetricsMiddleware, TargetMetrics
+from backoffice.metrics import MetricsMiddleware, StateCollector, TargetMetrics
 
 DESCRIPTION = """\
 A stand-in for the shared municipal back-office of 錦町, 高原町, 都農町 and 川南町,
@@ -34,11 +34,13 @@ def create_app(config: TargetConfig, ledger_info: LedgerInfo) -> FastAPI:
     sessions = SessionStore(config.session_ttl)
     batch = BatchRunner(ledger, workers=config.batch_workers, row_cost_us=config.batch_row_cost_us)
     metrics = TargetMetrics()
-    metrics.add_state(
-        version=__version__,
-        sessions=sessions.active_by_town,
-        batch_jobs=batch.counts,
-        residents=ledger_info.residents_by_town,
+    metrics.registry.register(
+        StateCollector(
+            version=__version__,
+            sessions=sessions.active_by_town,
+            batch_jobs=batch.counts,
+            residents=ledger_info.residents_by_town,
+        )
     )
     state = AppState(
         config=config,

@@ -25,6 +25,7 @@ from backoffice.tax import (
     resident_tax,
 )
 from backoffice.towns import TOTAL_POPULATION, TOWNS, TOWNS_BY_ID, Town
+from netwatch.topology import load
 
 # --- towns and seeding ----------------------------------------------------------------
 
@@ -38,6 +39,15 @@ def test_town_facts() -> None:
     ]
     assert TOTAL_POPULATION == 49_289
     assert TOWNS_BY_ID["nishiki"].prefecture == "熊本県"
+
+
+def test_towns_agree_with_topology_yaml() -> None:
+    # The application keeps its own copy of the towns so that it runs without
+    # netwatch; topology.yaml stays the source of truth.
+    topology = load(Path(__file__).resolve().parents[1] / "topology.yaml")
+    assert [(t.id, t.name, t.prefecture_en, t.population) for t in TOWNS] == [
+        (t.id, t.name, t.prefecture, t.population) for t in topology.towns
+    ]
 
 
 def test_version_is_the_project_version() -> None:
