@@ -23,7 +23,7 @@ from typing import Any
 
 import httpx
 import pytest
-from test_target_api import PASSWORD, TargetServer, start_target, stop_target
+from test_backoffice_api import PASSWORD, TargetServer, start_target, stop_target
 
 from loadprobe.orchestrate import STREAM_NAME
 from loadprobe.samples import TxRecord, read_all

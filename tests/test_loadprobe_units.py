@@ -218,8 +218,8 @@ def test_batch_result_check() -> None:
 
 
 def _certificate() -> bytes:
-    from loadprobe.target.certificate import render_juminhyo
-    from loadprobe.target.towns import TOWNS_BY_ID
+    from backoffice.certificate import render_juminhyo
+    from backoffice.towns import TOWNS_BY_ID
 
     resident = {
         "resident_id": "tsuno-0000042",

@@ -80,7 +80,7 @@ class Service:
 
 def start_target(plan: Plan, state: LabState, run: RunDir) -> None:
     db = str(run.ledger)
-    argv = [sys.executable, "-m", "loadprobe.cli", "target",
+    argv = [sys.executable, "-m", "backoffice",
             "--host", "0.0.0.0", "--port", str(plan.app_port), "--db", db]  # fmt: skip
     netns = plan.nodes[plan.dc_node].netns
     record = _start(Service(Kind.TARGET), argv, state, run, marker=f"--db {db}", netns=netns)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily, Metric
@@ -57,56 +58,49 @@ class TargetMetrics:
             registry=self.registry,
         )
 
-    def add_state(
-        self,
-        *,
-        version: str,
-        sessions: Callable[[], Mapping[str, int]],
-        batch_jobs: Callable[[], Mapping[str, int]],
-        residents: Mapping[str, int],
-    ) -> None:
-        self.registry.register(_StateCollector(version, sessions, batch_jobs, residents))
 
+@dataclass(frozen=True, eq=False, kw_only=True)  # eq=False: the registry hashes it by identity
+class StateCollector(Collector):
+    """Build info and the state that lives elsewhere, read at every scrape.
 
-class _StateCollector(Collector):
-    def __init__(
-        self,
-        version: str,
-        sessions: Callable[[], Mapping[str, int]],
-        batch_jobs: Callable[[], Mapping[str, int]],
-        residents: Mapping[str, int],
-    ) -> None:
-        self._version = version
-        self._sessions = sessions
-        self._batch_jobs = batch_jobs
-        self._residents = residents
+    Register it in TargetMetrics.registry: `registry.register(StateCollector(...))`.
+    """
+
+    version: str
+    sessions: Callable[[], Mapping[str, int]]
+    batch_jobs: Callable[[], Mapping[str, int]]
+    residents: Mapping[str, int]
 
     def collect(self) -> Iterator[Metric]:
         info = InfoMetricFamily("loadprobe_target_build", "Version of the reference application.")
-        info.add_metric([], {"version": self._version})
+        info.add_metric([], {"version": self.version})
         yield info
-        active = GaugeMetricFamily(
+        yield _gauge(
             "loadprobe_target_active_sessions",
             "Unexpired logon sessions by town.",
-            labels=["town"],
+            "town",
+            self.sessions(),
         )
-        for town, count in self._sessions().items():
-            active.add_metric([town], count)
-        yield active
-        jobs = GaugeMetricFamily(
+        yield _gauge(
             "loadprobe_target_batch_jobs",
             "Batch jobs by state (since the ledger was created).",
-            labels=["state"],
+            "state",
+            self.batch_jobs(),
         )
-        for state, count in self._batch_jobs().items():
-            jobs.add_metric([state], count)
-        yield jobs
-        residents = GaugeMetricFamily(
-            "loadprobe_target_residents", "Residents in the ledger by town.", labels=["town"]
+        yield _gauge(
+            "loadprobe_target_residents",
+            "Residents in the ledger by town.",
+            "town",
+            self.residents,
         )
-        for town, count in self._residents.items():
-            residents.add_metric([town], count)
-        yield residents
+
+
+def _gauge(name: str, documentation: str, label: str, values: Mapping[str, int]) -> Metric:
+    """A gauge with one label, one sample per key of `values`."""
+    family = GaugeMetricFamily(name, documentation, labels=[label])
+    for key, value in values.items():
+        family.add_metric([key], value)
+    return family
 
 
 class MetricsMiddleware:

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from loadprobe.target.towns import TOWNS_BY_ID
+from backoffice.towns import TOWNS_BY_ID
 
 PASSWORD_ENV = "LOADPROBE_TARGET_PASSWORD"
 DEFAULT_PASSWORD = "lab-password"

@@ -53,7 +53,9 @@ class LogonResponse(BaseModel):
     town: TownId
 
 
-class ResidentSummary(BaseModel):
+class _Person(BaseModel):
+    """Who a resident is: the fields every listing of residents shows."""
+
     resident_id: str = Field(examples=["nishiki-0000123"])
     family_name: str
     given_name: str
@@ -61,6 +63,9 @@ class ResidentSummary(BaseModel):
     given_kana: str
     sex: Sex
     birth_date: date
+
+
+class ResidentSummary(_Person):
     address: str
 
 
@@ -71,15 +76,8 @@ class ResidentPage(BaseModel):
     items: list[ResidentSummary]
 
 
-class HouseholdMember(BaseModel):
-    resident_id: str
+class HouseholdMember(_Person):
     relationship: str
-    family_name: str
-    given_name: str
-    family_kana: str
-    given_kana: str
-    sex: Sex
-    birth_date: date
 
 
 class Resident(ResidentSummary):

@@ -10,19 +10,22 @@ from pathlib import Path
 
 import pytest
 
-from loadprobe.target.auth import SessionStore, check_credentials, terminal_users
-from loadprobe.target.bundle import build_bundle, etag_matches
-from loadprobe.target.certificate import wareki
-from loadprobe.target.kana import hiragana_to_katakana, normalize_kana, normalize_name
-from loadprobe.target.ledger import SCHEMA_VERSION, Ledger, LedgerError, open_ledger
-from loadprobe.target.seeding import REFERENCE_DATE, generate_town
-from loadprobe.target.tax import (
+import backoffice
+import loadprobe
+from backoffice.auth import SessionStore, check_credentials, terminal_users
+from backoffice.bundle import build_bundle, etag_matches
+from backoffice.certificate import wareki
+from backoffice.kana import hiragana_to_katakana, normalize_kana, normalize_name
+from backoffice.ledger import SCHEMA_VERSION, Ledger, LedgerError, open_ledger
+from backoffice.seeding import REFERENCE_DATE, generate_town
+from backoffice.tax import (
     EXEMPT,
     employment_income,
     per_capita_levy,
     resident_tax,
 )
-from loadprobe.target.towns import TOTAL_POPULATION, TOWNS, TOWNS_BY_ID, Town
+from backoffice.towns import TOTAL_POPULATION, TOWNS, TOWNS_BY_ID, Town
+from netwatch.topology import load
 
 # --- towns and seeding ----------------------------------------------------------------
 
@@ -36,6 +39,19 @@ def test_town_facts() -> None:
     ]
     assert TOTAL_POPULATION == 49_289
     assert TOWNS_BY_ID["nishiki"].prefecture == "熊本県"
+
+
+def test_towns_agree_with_topology_yaml() -> None:
+    # The application keeps its own copy of the towns so that it runs without
+    # netwatch; topology.yaml stays the source of truth.
+    topology = load(Path(__file__).resolve().parents[1] / "topology.yaml")
+    assert [(t.id, t.name, t.prefecture_en, t.population) for t in TOWNS] == [
+        (t.id, t.name, t.prefecture, t.population) for t in topology.towns
+    ]
+
+
+def test_version_is_the_project_version() -> None:
+    assert backoffice.__version__ == loadprobe.__version__
 
 
 @pytest.mark.parametrize("town", TOWNS, ids=lambda t: t.id)

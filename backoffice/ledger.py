@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from loadprobe.target.kana import normalize_kana, normalize_name, prefix_upper_bound
-from loadprobe.target.seeding import DEFAULT_SEED, ResidentRow, generate_town
-from loadprobe.target.towns import TOWNS
+from backoffice.kana import normalize_kana, normalize_name, prefix_upper_bound
+from backoffice.seeding import DEFAULT_SEED, ResidentRow, generate_town
+from backoffice.towns import TOWNS
 
 SCHEMA_VERSION = "1"
 BUSY_TIMEOUT_MS = 10_000

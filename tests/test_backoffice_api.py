@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 import pytest
 
-from loadprobe.target.kana import normalize_kana
+from backoffice.kana import normalize_kana
 
 REPO = Path(__file__).resolve().parents[1]
 PASSWORD = "test-password"

@@ -6,9 +6,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from loadprobe.target.auth import DEFAULT_PASSWORD
-from loadprobe.target.batch import DEFAULT_ROW_COST_US
-from loadprobe.target.seeding import DEFAULT_SEED
+from backoffice.auth import DEFAULT_PASSWORD
+from backoffice.batch import DEFAULT_ROW_COST_US
+from backoffice.seeding import DEFAULT_SEED
 
 DEFAULT_SESSION_TTL = 1800.0  # seconds: a half-day shift logs on more than once anyway
 DEFAULT_PORT = 8080

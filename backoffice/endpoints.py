@@ -18,14 +18,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, HTTPException, Query, Response, status
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from loadprobe.target import models
-from loadprobe.target.auth import check_credentials
-from loadprobe.target.batch import Job, QueueFull
-from loadprobe.target.bundle import ASSET_CACHE_CONTROL, MANIFEST_CACHE_CONTROL, Asset, etag_matches
-from loadprobe.target.certificate import render_juminhyo
-from loadprobe.target.deps import SessionDep, StateDep
-from loadprobe.target.kana import normalize_kana, normalize_name
-from loadprobe.target.towns import TOWNS_BY_ID
+from backoffice import models
+from backoffice.auth import check_credentials
+from backoffice.batch import Job, QueueFull
+from backoffice.bundle import ASSET_CACHE_CONTROL, MANIFEST_CACHE_CONTROL, Asset, etag_matches
+from backoffice.certificate import render_juminhyo
+from backoffice.deps import SessionDep, StateDep
+from backoffice.kana import normalize_kana, normalize_name
+from backoffice.towns import TOWNS_BY_ID
 
 _UNAUTHORIZED: dict[int | str, dict[str, Any]] = {
     401: {"model": models.Problem, "description": "No, invalid or expired session"}
@@ -130,6 +130,18 @@ async def logoff(session: SessionDep, state: StateDep) -> Response:
 # --- ledger inquiry (台帳照会) -------------------------------------------------------
 
 
+def _own_resident(state: StateDep, session: SessionDep, resident_id: str) -> dict[str, Any]:
+    """A resident of the caller's town; 404 for an unknown one or another town's."""
+    row = state.ledger.get(session.town, resident_id)
+    if row is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no resident {resident_id!r} in this town")
+    return dict(row)
+
+
+def _household(state: StateDep, resident: dict[str, Any]) -> list[dict[str, Any]]:
+    return [dict(member) for member in state.ledger.household(resident["household_id"])]
+
+
 @api.get("/residents", response_model=models.ResidentPage, tags=["ledger"])
 def search_residents(
     session: SessionDep,
@@ -162,11 +174,8 @@ def search_residents(
 )
 def get_resident(resident_id: str, session: SessionDep, state: StateDep) -> models.Resident:
     """The full ledger record of one resident of the caller's town, with the household."""
-    row = state.ledger.get(session.town, resident_id)
-    if row is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no resident {resident_id!r} in this town")
-    household = [dict(member) for member in state.ledger.household(row["household_id"])]
-    return models.Resident.model_validate({**dict(row), "household": household})
+    resident = _own_resident(state, session, resident_id)
+    return models.Resident.model_validate({**resident, "household": _household(state, resident)})
 
 
 # --- certificate issuance (証明書発行) -------------------------------------------------
@@ -188,11 +197,7 @@ def issue_certificate(
     body: models.CertificateRequest, session: SessionDep, state: StateDep
 ) -> Response:
     """Issue a 住民票の写し of a resident of the caller's town as a one-page PDF."""
-    row = state.ledger.get(session.town, body.resident_id)
-    if row is None:
-        raise HTTPException(
-            status.HTTP_404_NOT_FOUND, f"no resident {body.resident_id!r} in this town"
-        )
+    resident = _own_resident(state, session, body.resident_id)
     now = datetime.now().astimezone()
     number = state.ledger.log_issuance(
         town=session.town,
@@ -202,8 +207,8 @@ def issue_certificate(
         issued_at=now,
     )
     pdf = render_juminhyo(
-        dict(row),
-        [dict(member) for member in state.ledger.household(row["household_id"])],
+        resident,
+        _household(state, resident),
         town=TOWNS_BY_ID[session.town],
         certificate_number=number,
         issued_on=now.date(),

@@ -8,12 +8,12 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from loadprobe.target.auth import Session, SessionStore
-from loadprobe.target.batch import BatchRunner
-from loadprobe.target.bundle import Bundle
-from loadprobe.target.config import TargetConfig
-from loadprobe.target.ledger import Ledger, LedgerInfo
-from loadprobe.target.metrics import TargetMetrics
+from backoffice.auth import Session, SessionStore
+from backoffice.batch import BatchRunner
+from backoffice.bundle import Bundle
+from backoffice.config import TargetConfig
+from backoffice.ledger import Ledger, LedgerInfo
+from backoffice.metrics import TargetMetrics
 
 
 @dataclass(frozen=True, slots=True)

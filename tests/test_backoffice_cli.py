@@ -1,4 +1,5 @@
-"""`loadprobe target` command line: help, and one-line errors (exit 2) on user mistakes."""
+"""`loadprobe target` and `python -m backoffice` command lines: help, and one-line
+errors (exit 2) on user mistakes."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from backoffice import command
 from loadprobe.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -85,18 +87,10 @@ def test_unwritable_db_path_is_one_line(tmp_path: Path, capsys: pytest.CaptureFi
     assert err.count("\n") == 1
 
 
-def test_no_traceback_in_a_real_process(busy_port: int, tmp_path: Path) -> None:
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "loadprobe.cli",
-            "target",
-            "--port",
-            str(busy_port),
-            "--db",
-            str(tmp_path / "x.sqlite3"),
-        ],
+def _run_python(*args: str) -> subprocess.CompletedProcess[str]:
+    """`python ARGS` in a real process, importing this checkout."""
+    return subprocess.run(
+        [sys.executable, *args],
         cwd=REPO,
         env={**os.environ, "PYTHONPATH": str(REPO)},
         capture_output=True,
@@ -104,6 +98,48 @@ def test_no_traceback_in_a_real_process(busy_port: int, tmp_path: Path) -> None:
         timeout=60,
         check=False,
     )
+
+
+def test_no_traceback_in_a_real_process(busy_port: int, tmp_path: Path) -> None:
+    db = tmp_path / "x.sqlite3"
+    result = _run_python("-m", "loadprobe.cli", "target", "--port", str(busy_port), "--db", str(db))
     assert result.returncode == 2
     assert result.stderr.startswith("loadprobe target: error: cannot listen on")
     assert "Traceback" not in result.stderr
+
+
+# --- python -m backoffice: the same options and errors under its own name --------------------
+
+
+def test_backoffice_help_is_the_same_command(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["target", "--help"])
+    assert exc.value.code == 0
+    loadprobe_help = capsys.readouterr().out
+    with pytest.raises(SystemExit) as exc:
+        command.main(["--help"])
+    assert exc.value.code == 0
+    backoffice_help = capsys.readouterr().out
+    assert backoffice_help.startswith("usage: backoffice ")
+    # Past the usage lines (which name the command), the help is the same text.
+    assert backoffice_help.split("\n\n", 1)[1] == loadprobe_help.split("\n\n", 1)[1]
+
+
+@pytest.mark.parametrize("args", [["--port", "70000"], ["--batch-workers", "9"]])
+def test_backoffice_bad_arguments_exit_2(
+    args: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        command.main(args)
+    assert exc.value.code == 2
+    assert "backoffice: error:" in capsys.readouterr().err
+
+
+def test_backoffice_port_in_use_is_one_line(busy_port: int, tmp_path: Path) -> None:
+    db = tmp_path / "ledger.sqlite3"
+    result = _run_python("-m", "backoffice", "--port", str(busy_port), "--db", str(db))
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"backoffice: error: cannot listen on 127.0.0.1:{busy_port}")
+    assert result.stderr.count("\n") == 1
+    assert "Traceback" not in result.stderr
+    assert not db.exists()

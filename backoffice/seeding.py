@@ -13,8 +13,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, timedelta
 
-from loadprobe.target.names import FAMILY_NAMES, FEMALE_NAMES, MALE_NAMES, cohort
-from loadprobe.target.towns import Town
+from backoffice.names import FAMILY_NAMES, FEMALE_NAMES, MALE_NAMES, cohort
+from backoffice.towns import Town
 
 DEFAULT_SEED = 20120301
 REFERENCE_DATE = date(2012, 3, 1)

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import uvicorn
 
-from loadprobe.target.app import create_app
-from loadprobe.target.config import TargetConfig
-from loadprobe.target.ledger import LedgerError, open_ledger
+from backoffice.app import create_app
+from backoffice.config import TargetConfig
+from backoffice.ledger import LedgerError, open_ledger
 
 KEEP_ALIVE_S = 75  # as nginx's default: longer than any think time
 
@@ -45,7 +45,7 @@ def bind_socket(host: str, port: int) -> socket.socket:
 
 
 @contextlib.contextmanager
-def exclusive_ledger(db_path: Path) -> Iterator[None]:
+def exclusive_ledger(db_path: Path, *, name: str) -> Iterator[None]:
     """Hold `<db>.lock` while serving: one server per ledger.
 
     A starting server marks unfinished batch jobs as interrupted, which would
@@ -61,17 +61,19 @@ def exclusive_ledger(db_path: Path) -> Iterator[None]:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise ServeError(
-                f"{db_path}: in use by another loadprobe target (lock {lock_path})"
-            ) from None
+            raise ServeError(f"{db_path}: in use by another {name} (lock {lock_path})") from None
         yield
 
 
-def serve(config: TargetConfig) -> None:
-    """Serve until SIGINT/SIGTERM. Raises ServeError on a startup failure."""
+def serve(config: TargetConfig, *, name: str) -> None:
+    """Serve until SIGINT/SIGTERM. Raises ServeError on a startup failure.
+
+    `name` is the command that started the server (`backoffice`, `loadprobe
+    target`), the prefix of its start-up line.
+    """
     with (
         contextlib.closing(bind_socket(config.host, config.port)) as sock,
-        exclusive_ledger(config.db_path),
+        exclusive_ledger(config.db_path, name=name),
     ):
         try:
             info = open_ledger(config.db_path, config.seed)
@@ -81,7 +83,7 @@ def serve(config: TargetConfig) -> None:
         host, port = sock.getsockname()[:2]
         action = "seeded" if info.created else "opened"
         print(
-            f"loadprobe target: {action} {info.residents} residents in {info.path}; "
+            f"{name}: {action} {info.residents} residents in {info.path}; "
             f"serving http://{host}:{port} (OpenAPI at /openapi.json)",
             file=sys.stderr,
             flush=True,

@@ -8,15 +8,14 @@ from contextlib import asynccontextmanager
 import anyio
 from fastapi import FastAPI
 
-from loadprobe import __version__
-from loadprobe.target import routes
-from loadprobe.target.auth import SessionStore
-from loadprobe.target.batch import BatchRunner
-from loadprobe.target.bundle import build_bundle
-from loadprobe.target.config import TargetConfig
-from loadprobe.target.deps import AppState
-from loadprobe.target.ledger import Ledger, LedgerInfo
-from loadprobe.target.metrics import MetricsMiddleware, TargetMetrics
+from backoffice import __version__, endpoints
+from backoffice.auth import SessionStore
+from backoffice.batch import BatchRunner
+from backoffice.bundle import build_bundle
+from backoffice.config import TargetConfig
+from backoffice.deps import AppState
+from backoffice.ledger import Ledger, LedgerInfo
+from backoffice.metrics import MetricsMiddleware, StateCollector, TargetMetrics
 
 DESCRIPTION = """\
 A stand-in for the shared municipal back-office of 錦町, 高原町, 都農町 and 川南町,
@@ -35,11 +34,13 @@ def create_app(config: TargetConfig, ledger_info: LedgerInfo) -> FastAPI:
     sessions = SessionStore(config.session_ttl)
     batch = BatchRunner(ledger, workers=config.batch_workers, row_cost_us=config.batch_row_cost_us)
     metrics = TargetMetrics()
-    metrics.add_state(
-        version=__version__,
-        sessions=sessions.active_by_town,
-        batch_jobs=batch.counts,
-        residents=ledger_info.residents_by_town,
+    metrics.registry.register(
+        StateCollector(
+            version=__version__,
+            sessions=sessions.active_by_town,
+            batch_jobs=batch.counts,
+            residents=ledger_info.residents_by_town,
+        )
     )
     state = AppState(
         config=config,
@@ -69,7 +70,7 @@ def create_app(config: TargetConfig, ledger_info: LedgerInfo) -> FastAPI:
     )
     app.state.target = state
     app.add_middleware(MetricsMiddleware, metrics=metrics)
-    app.include_router(routes.ops)
-    app.include_router(routes.app_start)
-    app.include_router(routes.api)
+    app.include_router(endpoints.ops)
+    app.include_router(endpoints.app_start)
+    app.include_router(endpoints.api)
     return app

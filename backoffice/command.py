@@ -1,4 +1,9 @@
-"""`loadprobe target`: the command-line face of the reference application.
+"""The command line of the reference application: `python -m backoffice`.
+
+`loadprobe target` is the same command: loadprobe.cli builds its parser with
+`add_arguments` and `DESCRIPTION` and runs it through `serve_from_args`.
+Both print a start-up failure (port in use, unwritable database path) as
+one line, `<name>: error: <reason>`, and exit 2.
 
 Importing this module must stay cheap (it is imported for every
 `loadprobe` invocation, including `--help`): the server stack is imported
@@ -9,24 +14,27 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
+from collections.abc import Callable, Sequence
 
-from loadprobe import CliError
-from loadprobe.target.auth import DEFAULT_PASSWORD, PASSWORD_ENV, lab_password
-from loadprobe.target.batch import DEFAULT_ROW_COST_US
-from loadprobe.target.config import (
+from backoffice.auth import DEFAULT_PASSWORD, PASSWORD_ENV, lab_password
+from backoffice.batch import DEFAULT_ROW_COST_US
+from backoffice.config import (
     DEFAULT_PORT,
     DEFAULT_SESSION_TTL,
     TargetConfig,
     default_db_path,
 )
-from loadprobe.target.towns import TOWNS
+from backoffice.towns import TOTAL_POPULATION, TOWNS
 
-_TOTAL = sum(t.population for t in TOWNS)
+PROG = "backoffice"
+EXIT_USAGE = 2  # argparse's own exit code for bad arguments; used for every user mistake
+
 DESCRIPTION = f"""\
 Serve the reference data-center application: a stand-in for the shared
 municipal back-office of the four towns (synthetic data, lab use only).
 
-The first start creates and seeds the ledger database ({_TOTAL:,} synthetic
+The first start creates and seeds the ledger database ({TOTAL_POPULATION:,} synthetic
 residents, about a second); later starts reuse it. The HTTP API is described
 at /openapi.json (interactive at /docs); /health and /metrics are for
 operations. Stop with Ctrl-C or SIGTERM.
@@ -51,24 +59,23 @@ def _port(text: str) -> int:
     return value
 
 
-def _positive(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0: {text}")
-    return value
+def _number(rule: str, holds: Callable[[float], bool]) -> Callable[[str], float]:
+    """An argparse type: a float for which `holds` is true (NaN never is), else `must be <rule>`."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not holds(value):
+            raise argparse.ArgumentTypeError(f"must be {rule}: {text}")
+        return value
+
+    return parse
 
 
-def _non_negative(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0: {text}")
-    return value
+_positive = _number("> 0", lambda value: value > 0)
+_non_negative = _number(">= 0", lambda value: value >= 0)
 
 
 def _workers(text: str) -> int:
@@ -77,13 +84,8 @@ def _workers(text: str) -> int:
     return int(text)
 
 
-def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = subparsers.add_parser(
-        "target",
-        help="serve the reference data-center application",
-        description=DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of the command, the same under both of its names."""
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (%(default)s)")
     parser.add_argument(
         "--port",
@@ -125,13 +127,24 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.add_argument(
         "--access-log", action="store_true", help="log every request (off: it costs throughput)"
     )
-    parser.set_defaults(handler=run)
 
 
-def run(args: argparse.Namespace) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG, description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    add_arguments(parser)
+    return parser
+
+
+def serve_from_args(args: argparse.Namespace, *, name: str) -> None:
+    """Serve with the parsed options until SIGINT/SIGTERM.
+
+    Raises backoffice.server.ServeError (a one-line reason) if it cannot start.
+    """
     from pathlib import Path
 
-    from loadprobe.target.server import ServeError, serve
+    from backoffice.server import serve
 
     config = TargetConfig(
         db_path=Path(args.db) if args.db else default_db_path(),
@@ -143,8 +156,19 @@ def run(args: argparse.Namespace) -> int:
         batch_workers=args.batch_workers,
         access_log=args.access_log,
     )
+    serve(config, name=name)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m backoffice`: 0 after a clean stop, 2 on bad input, 130 on Ctrl-C."""
+    args = build_parser().parse_args(argv)
+    from backoffice.server import ServeError
+
     try:
-        serve(config)
+        serve_from_args(args, name=PROG)
     except ServeError as exc:
-        raise CliError(str(exc)) from exc
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
     return 0

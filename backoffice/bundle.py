@@ -14,8 +14,8 @@ import json
 import random
 from dataclasses import dataclass
 
-from loadprobe import __version__
-from loadprobe.target.towns import BUSINESS_SYSTEMS, TOWNS
+from backoffice import __version__
+from backoffice.towns import BUSINESS_SYSTEMS, TOWNS
 
 # Assets change only with the release, but the client must notice a release at
 # once: the manifest is always revalidated, the assets may be cached for a day.

@@ -30,8 +30,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from loadprobe.target.ledger import Ledger, connect
-from loadprobe.target.tax import resident_tax
+from backoffice.ledger import Ledger, connect
+from backoffice.tax import resident_tax
 
 JobStatus = Literal["queued", "running", "done", "failed"]
 JOB_STATUSES: tuple[JobStatus, ...] = ("queued", "running", "done", "failed")
