@@ -12,8 +12,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from loadprobe import CliError, session
+from loadprobe import CliError, pipeline
 
+HELP = "run the acceptance load test of one town and judge it"
 DESCRIPTION = """\
 Run the degraded-mode acceptance test of one town: N terminals (default 10)
 each running the workflow application start, logon, ledger inquiry,
@@ -39,13 +40,9 @@ the command line, and never appears in a report.
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = subparsers.add_parser(
-        "run",
-        help="run the acceptance load test of one town and judge it",
-        description=DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    parser = pipeline.add_command(
+        subparsers, "run", help=HELP, description=DESCRIPTION, handler=handle
     )
-    session.add_options(parser, compare=False)
     parser.add_argument(
         "--path",
         metavar="NAME",
@@ -57,7 +54,6 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="a previous report.json (or its directory) to compute degradation factors against "
         "(its primary run, or its only run)",
     )
-    parser.set_defaults(handler=handle)
 
 
 def load_baseline(text: str) -> tuple[dict[str, Any], str]:
@@ -84,19 +80,19 @@ def handle(args: argparse.Namespace) -> int:
     if args.baseline:
         data, baseline_source = load_baseline(args.baseline)
         baseline = {name: report_mod.stats_from_dict(d) for name, d in data.items()}
-    ctx = session.prepare(args, "run")
+    ctx = pipeline.prepare(args, "run")
     path = ctx.town.path(args.path) if args.path else None
     label = args.path or "run"
     try:
-        with session.on_path(ctx, path):
-            pre = session.preflight(ctx)
-            result = session.execute(ctx, session.plan(ctx, label, args.path))
+        with pipeline.on_path(ctx, path):
+            pre = pipeline.preflight(ctx)
+            result = pipeline.execute(ctx, pipeline.plan(ctx, label, args.path))
     except CliError:
         with contextlib.suppress(OSError):
             ctx.report_dir.rmdir()  # only if nothing was written
         raise
     stats = report_mod.run_stats(result, list(ctx.scenario.sla))
-    checks = session.judge(result, stats, baseline)
+    checks = pipeline.judge(result, stats, baseline)
     factors = {}
     degradation = None
     if baseline is not None:
@@ -106,12 +102,12 @@ def handle(args: argparse.Namespace) -> int:
         degradation = report_mod.degradation_section(stats, baseline, ctx.scenario.sla)
     report = report_mod.build(
         kind="run",
-        town=session.town_dict(ctx),
+        town=pipeline.town_dict(ctx),
         runs=[report_mod.run_section(result, stats, pre)],
         checks=checks,
         limits=ctx.scenario.sla,
         degradation=degradation,
         baseline_source=baseline_source,
-        environment=session.environment(ctx, [pre]),
+        environment=pipeline.environment(ctx, [pre]),
     )
-    return session.conclude(ctx, report, checks, [result], factors)
+    return pipeline.conclude(ctx, report, checks, [result], factors)
