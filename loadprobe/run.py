@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from loadprobe import CliError, pipeline
+
+if TYPE_CHECKING:
+    from loadprobe.report.schema import Baseline
 
 HELP = "run the acceptance load test of one town and judge it"
 DESCRIPTION = """\
@@ -56,30 +57,22 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
 
 
-def load_baseline(text: str) -> tuple[dict[str, Any], str]:
-    """The transactions of a baseline report and a description of where they come from."""
-    path = Path(text)
-    if path.is_dir():
-        path = path / "report.json"
+def load_baseline(text: str) -> Baseline:
+    """The figures of the baseline report `text` (a report.json or its directory)."""
+    from loadprobe.report.schema import read_baseline
+
     try:
-        report = json.loads(path.read_text(encoding="utf-8"))
-        runs = report["runs"]
-        run = next((r for r in runs if r.get("label") == "primary"), None) or runs[0]
-        transactions = dict(run["transactions"])
-    except (OSError, ValueError, KeyError, IndexError, TypeError) as exc:
-        raise CliError(f"--baseline {text}: not a loadprobe report.json ({exc})") from None
-    return transactions, f"{path} (run {run.get('label')}, {run.get('started_at')})"
+        return read_baseline(text)
+    except ValueError as exc:
+        raise CliError(f"--baseline {exc}") from None
 
 
 def handle(args: argparse.Namespace) -> int:
     from loadprobe import report as report_mod
     from loadprobe import verdict
 
-    baseline = None
-    baseline_source = None
-    if args.baseline:
-        data, baseline_source = load_baseline(args.baseline)
-        baseline = {name: report_mod.stats_from_dict(d) for name, d in data.items()}
+    loaded = load_baseline(args.baseline) if args.baseline else None
+    baseline = loaded.stats if loaded else None
     ctx = pipeline.prepare(args, "run")
     path = ctx.town.path(args.path) if args.path else None
     label = args.path or "run"
@@ -107,7 +100,7 @@ def handle(args: argparse.Namespace) -> int:
         checks=checks,
         limits=ctx.scenario.sla,
         degradation=degradation,
-        baseline_source=baseline_source,
+        baseline_source=loaded.source if loaded else None,
         environment=pipeline.environment(ctx, [pre]),
     )
     return pipeline.conclude(ctx, report, checks, [result], factors)
