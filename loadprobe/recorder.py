@@ -52,13 +52,6 @@ DRAIN_EXTRA = 15.0  # seconds a master waits for drained workers beyond --stop-t
 _NO_CONTEXT: dict[str, Any] = {}
 
 
-def _error_text(exception: object) -> str | None:
-    if exception is None:
-        return None
-    text = str(exception) or type(exception).__name__
-    return " ".join(text.split())[:200]
-
-
 class Recorder:
     """One per Locust process; see the module docstring."""
 
@@ -86,7 +79,7 @@ class Recorder:
         ctx = context or _NO_CONTEXT
         duration = response_time / 1000.0
         start = start_time if start_time is not None else time.time() - duration
-        error = None if exception is None else _error_text(exception)
+        error = None if exception is None else samples.one_line(exception)
         if request_type == "TX":
             terminal = int(ctx.get("terminal") or 0)
             self.rows.append(samples.tx_row(start, name, duration, error is None, error, terminal))

@@ -56,6 +56,7 @@ from loadprobe import scenario as scenario_mod
 from loadprobe.checks import Resident, check_batch_result, check_record, check_search
 from loadprobe.locust_options import scenario_of
 from loadprobe.pdfcheck import check_certificate
+from loadprobe.samples import one_line
 from loadprobe.scenario import ScenarioError
 from loadprobe.transactions import StepFailed, Transaction, TransactionRecorder
 
@@ -443,7 +444,7 @@ def _problem(resp: FastResponse, expect: tuple[int, ...]) -> str | None:
         return None
     error = getattr(resp, "error", None)
     if not status and error is not None:
-        return _one_line(error)
+        return one_line(error)
     detail = ""
     try:
         body = json.loads(resp.content or b"")
@@ -452,11 +453,6 @@ def _problem(resp: FastResponse, expect: tuple[int, ...]) -> str | None:
     except Exception:  # any body that is not a JSON problem
         pass
     return f"HTTP {status}{detail}"
-
-
-def _one_line(error: object) -> str:
-    text = str(error) or type(error).__name__
-    return " ".join(text.split())[:200]
 
 
 def _check_asset(resp: FastResponse, entry: dict[str, Any]) -> str | None:
