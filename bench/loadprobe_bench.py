@@ -81,12 +81,13 @@ class Bare(FastHttpUser):
 TERMINAL = """\
 import os
 
-from locust import constant, task
+from locust import constant, events, task
 
-from loadprobe import recorder  # noqa: F401 - loadprobe's raw-sample recorder, as in a run
 from loadprobe.checks import check_health
+from loadprobe.locust_plugin import install
 from loadprobe.terminal import TerminalBase, json_of
 
+install(events)  # loadprobe's options and raw-sample recorder, as in a run
 JSON_CHECK = os.environ.get("BENCH_CHECK") == "json"
 
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 
-from loadprobe import CliError, session
+from loadprobe import CliError, pipeline
 
+HELP = "run the test on the primary and the backup path, side by side"
 DESCRIPTION = """\
 Run the acceptance test of one town on its primary path, then on its backup,
 with the same load (options as for `loadprobe run`), and write one report with
@@ -28,21 +29,14 @@ held, 1 any failed, 2 bad input, 130 interrupted.
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = subparsers.add_parser(
-        "compare",
-        help="run the test on the primary and the backup path, side by side",
-        description=DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    session.add_options(parser, compare=True)
-    parser.set_defaults(handler=handle)
+    pipeline.add_command(subparsers, "compare", help=HELP, description=DESCRIPTION, handler=handle)
 
 
 def handle(args: argparse.Namespace) -> int:
     from loadprobe import report as report_mod
     from loadprobe import verdict
 
-    ctx = session.prepare(args, "compare")
+    ctx = pipeline.prepare(args, "compare")
     primary = ctx.town.primary
     if not ctx.town.backups:
         raise CliError(f"town {ctx.town.id} has no backup path to compare with")
@@ -51,29 +45,29 @@ def handle(args: argparse.Namespace) -> int:
     pre = []
     try:
         for path in (primary, backup):  # both must work before any load
-            with session.on_path(ctx, path):
-                pre.append(session.preflight(ctx))
+            with pipeline.on_path(ctx, path):
+                pre.append(pipeline.preflight(ctx))
     except CliError:
         with contextlib.suppress(OSError):
             ctx.report_dir.rmdir()
         raise
     for path in (primary, backup):
-        with session.on_path(ctx, path):
-            results.append(session.execute(ctx, session.plan(ctx, path.name, path.name)))
+        with pipeline.on_path(ctx, path):
+            results.append(pipeline.execute(ctx, pipeline.plan(ctx, path.name, path.name)))
         if results[-1].interrupted:
             break
     names = list(ctx.scenario.sla)
     stats = [report_mod.run_stats(r, names) for r in results]
-    checks = [c for c in session.judge(results[0], stats[0], None) if c.metric != "degradation"]
+    checks = [c for c in pipeline.judge(results[0], stats[0], None) if c.metric != "degradation"]
     factors: dict[str, float | None] = {}
     degradation = None
     if len(results) == 2:
-        checks += session.judge(results[1], stats[1], stats[0])
+        checks += pipeline.judge(results[1], stats[1], stats[0])
         factors = {n: verdict.degradation_factor(stats[1][n], stats[0][n]) for n in names}
         degradation = report_mod.degradation_section(stats[1], stats[0], ctx.scenario.sla)
     report = report_mod.build(
         kind="compare",
-        town=session.town_dict(ctx),
+        town=pipeline.town_dict(ctx),
         runs=[
             report_mod.run_section(r, s, p) for r, s, p in zip(results, stats, pre, strict=False)
         ],
@@ -81,6 +75,6 @@ def handle(args: argparse.Namespace) -> int:
         limits=ctx.scenario.sla,
         degradation=degradation,
         baseline_source=f"the {primary.name} run of this comparison" if degradation else None,
-        environment=session.environment(ctx, pre),
+        environment=pipeline.environment(ctx, pre),
     )
-    return session.conclude(ctx, report, checks, results, factors)
+    return pipeline.conclude(ctx, report, checks, results, factors)

@@ -62,13 +62,21 @@ BUCKETS = (
 
 
 class LiveMetrics:
+    """The run's Prometheus metrics (see the module docstring), in their own registry."""
+
     def __init__(self, town: str) -> None:
         self.town = town
         self.path = "unknown"
-        self.registry = CollectorRegistry()
-        r = self.registry
+        self.registry = r = CollectorRegistry()
         base = ("town", "path")
         tx = (*base, "transaction")
+
+        def counter(name: str, doc: str) -> Counter:
+            return Counter(name, doc, tx, registry=r)
+
+        def gauge(name: str, doc: str, labels: tuple[str, ...] = base) -> Gauge:
+            return Gauge(name, doc, labels, registry=r)
+
         self.duration = Histogram(
             "loadprobe_transaction_duration_seconds",
             "Duration of successful transactions (exact figures are in the report)",
@@ -76,42 +84,27 @@ class LiveMetrics:
             buckets=BUCKETS,
             registry=r,
         )
-        self.transactions = Counter(
-            "loadprobe_transactions", "Transactions recorded", tx, registry=r
-        )
-        self.tx_failures = Counter(
+        self.transactions = counter("loadprobe_transactions", "Transactions recorded")
+        self.tx_failures = counter(
             "loadprobe_transaction_failures",
             "Transactions that failed (request error or content check)",
-            tx,
-            registry=r,
         )
-        self.requests = Counter(
-            "loadprobe_requests", "HTTP requests, by the transaction they belong to", tx, registry=r
+        self.requests = counter(
+            "loadprobe_requests", "HTTP requests, by the transaction they belong to"
         )
-        self.request_failures = Counter(
-            "loadprobe_request_failures",
-            "HTTP requests that failed, by transaction",
-            tx,
-            registry=r,
+        self.request_failures = counter(
+            "loadprobe_request_failures", "HTTP requests that failed, by transaction"
         )
-        self.terminals = Gauge(
-            "loadprobe_active_terminals", "Terminals running now", base, registry=r
-        )
-        self.running = Gauge("loadprobe_run_running", "1 while a run goes", base, registry=r)
-        self.verdict = Gauge(
-            "loadprobe_verdict_pass", "1 if the last run passed every threshold", base, registry=r
-        )
-        self.threshold = Gauge(
+        self.terminals = gauge("loadprobe_active_terminals", "Terminals running now")
+        self.running = gauge("loadprobe_run_running", "1 while a run goes")
+        self.verdict = gauge("loadprobe_verdict_pass", "1 if the last run passed every threshold")
+        self.threshold = gauge(
             "loadprobe_threshold_pass",
             "1 if the threshold held in the last run, 0 if it failed",
             (*tx, "threshold"),
-            registry=r,
         )
-        self.degradation = Gauge(
-            "loadprobe_degradation_factor",
-            "p95 of this run over the baseline's p95",
-            tx,
-            registry=r,
+        self.degradation = gauge(
+            "loadprobe_degradation_factor", "p95 of this run over the baseline's p95", tx
         )
         self.port: int | None = None
 

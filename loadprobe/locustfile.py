@@ -14,7 +14,11 @@ variable or file named in loadtest.credentials. At the end it prints the
 SLA verdict over the exact samples and exits 0 (pass) or 1 (fail).
 """
 
-from loadprobe import recorder as _recorder  # noqa: F401 - registers the sample recorder
+from locust import events
+
+from loadprobe.locust_plugin import install
 from loadprobe.terminal import Terminal
 
-__all__ = ["Terminal"]
+__all__ = ["Terminal"]  # the one user class Locust finds here
+
+install(events)  # loadprobe's options, default host and sample recorder

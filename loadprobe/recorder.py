@@ -1,4 +1,7 @@
-"""Raw samples out of Locust, exactly (a Locust plugin: import it in a locustfile).
+"""Raw samples out of Locust, exactly: the `Recorder` of one Locust process.
+
+Its methods are listeners for Locust's event hooks; `locust_plugin.install`
+registers them (importing this module registers nothing).
 
 Every process records each request event (transactions are requests of
 type ``TX``) as a raw sample. Where the samples go depends on the process:
@@ -32,14 +35,13 @@ from pathlib import Path
 from typing import IO, Any
 
 import gevent
-from locust import events
 from locust.env import Environment
 from locust.runners import STATE_STOPPED, MasterRunner, WorkerRunner
 
 from loadprobe import samples, verdict
+from loadprobe.locust_options import scenario_of
 from loadprobe.samples import Row
 from loadprobe.scenario import ScenarioError
-from loadprobe.terminal import listen, scenario_of
 
 log = logging.getLogger("loadprobe.recorder")
 
@@ -48,13 +50,6 @@ DRAIN_EXTRA = 15.0  # seconds a master waits for drained workers beyond --stop-t
 
 
 _NO_CONTEXT: dict[str, Any] = {}
-
-
-def _error_text(exception: object) -> str | None:
-    if exception is None:
-        return None
-    text = str(exception) or type(exception).__name__
-    return " ".join(text.split())[:200]
 
 
 class Recorder:
@@ -84,11 +79,11 @@ class Recorder:
         ctx = context or _NO_CONTEXT
         duration = response_time / 1000.0
         start = start_time if start_time is not None else time.time() - duration
-        error = None if exception is None else _error_text(exception)
+        error = None if exception is None else samples.one_line(exception)
         if request_type == "TX":
             terminal = int(ctx.get("terminal") or 0)
             self.rows.append(samples.tx_row(start, name, duration, error is None, error, terminal))
-        elif ctx.get("whole"):  # this request is its whole transaction (see Terminal.call)
+        elif ctx.get("whole"):  # this request is its whole transaction (see TerminalBase.call)
             terminal = int(ctx.get("terminal") or 0)
             tx = str(ctx.get("transaction") or "")
             self.rows.append(
@@ -235,11 +230,3 @@ class Recorder:
         lines.append(f"verdict: {'PASS' if ok else 'FAIL'}")
         print("\n".join(lines), flush=True)
         return 0 if ok else 1
-
-
-RECORDER = Recorder()
-listen(events.request, RECORDER.on_request)
-listen(events.init, RECORDER.on_init)
-listen(events.test_stopping, RECORDER.on_test_stopping)
-listen(events.test_stop, RECORDER.on_test_stop)
-listen(events.quitting, RECORDER.on_quitting)

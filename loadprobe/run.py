@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
-from loadprobe import CliError, session
+from loadprobe import CliError, pipeline
 
+if TYPE_CHECKING:
+    from loadprobe.report.schema import Baseline
+
+HELP = "run the acceptance load test of one town and judge it"
 DESCRIPTION = """\
 Run the degraded-mode acceptance test of one town: N terminals (default 10)
 each running the workflow application start, logon, ledger inquiry,
@@ -39,13 +41,9 @@ the command line, and never appears in a report.
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = subparsers.add_parser(
-        "run",
-        help="run the acceptance load test of one town and judge it",
-        description=DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    parser = pipeline.add_command(
+        subparsers, "run", help=HELP, description=DESCRIPTION, handler=handle
     )
-    session.add_options(parser, compare=False)
     parser.add_argument(
         "--path",
         metavar="NAME",
@@ -57,46 +55,37 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="a previous report.json (or its directory) to compute degradation factors against "
         "(its primary run, or its only run)",
     )
-    parser.set_defaults(handler=handle)
 
 
-def load_baseline(text: str) -> tuple[dict[str, Any], str]:
-    """The transactions of a baseline report and a description of where they come from."""
-    path = Path(text)
-    if path.is_dir():
-        path = path / "report.json"
+def load_baseline(text: str) -> Baseline:
+    """The figures of the baseline report `text` (a report.json or its directory)."""
+    from loadprobe.report.schema import read_baseline
+
     try:
-        report = json.loads(path.read_text(encoding="utf-8"))
-        runs = report["runs"]
-        run = next((r for r in runs if r.get("label") == "primary"), None) or runs[0]
-        transactions = dict(run["transactions"])
-    except (OSError, ValueError, KeyError, IndexError, TypeError) as exc:
-        raise CliError(f"--baseline {text}: not a loadprobe report.json ({exc})") from None
-    return transactions, f"{path} (run {run.get('label')}, {run.get('started_at')})"
+        return read_baseline(text)
+    except ValueError as exc:
+        raise CliError(f"--baseline {exc}") from None
 
 
 def handle(args: argparse.Namespace) -> int:
     from loadprobe import report as report_mod
     from loadprobe import verdict
 
-    baseline = None
-    baseline_source = None
-    if args.baseline:
-        data, baseline_source = load_baseline(args.baseline)
-        baseline = {name: report_mod.stats_from_dict(d) for name, d in data.items()}
-    ctx = session.prepare(args, "run")
+    loaded = load_baseline(args.baseline) if args.baseline else None
+    baseline = loaded.stats if loaded else None
+    ctx = pipeline.prepare(args, "run")
     path = ctx.town.path(args.path) if args.path else None
     label = args.path or "run"
     try:
-        with session.on_path(ctx, path):
-            pre = session.preflight(ctx)
-            result = session.execute(ctx, session.plan(ctx, label, args.path))
+        with pipeline.on_path(ctx, path):
+            pre = pipeline.preflight(ctx)
+            result = pipeline.execute(ctx, pipeline.plan(ctx, label, args.path))
     except CliError:
         with contextlib.suppress(OSError):
             ctx.report_dir.rmdir()  # only if nothing was written
         raise
     stats = report_mod.run_stats(result, list(ctx.scenario.sla))
-    checks = session.judge(result, stats, baseline)
+    checks = pipeline.judge(result, stats, baseline)
     factors = {}
     degradation = None
     if baseline is not None:
@@ -106,12 +95,12 @@ def handle(args: argparse.Namespace) -> int:
         degradation = report_mod.degradation_section(stats, baseline, ctx.scenario.sla)
     report = report_mod.build(
         kind="run",
-        town=session.town_dict(ctx),
+        town=pipeline.town_dict(ctx),
         runs=[report_mod.run_section(result, stats, pre)],
         checks=checks,
         limits=ctx.scenario.sla,
         degradation=degradation,
-        baseline_source=baseline_source,
-        environment=session.environment(ctx, [pre]),
+        baseline_source=loaded.source if loaded else None,
+        environment=pipeline.environment(ctx, [pre]),
     )
-    return session.conclude(ctx, report, checks, [result], factors)
+    return pipeline.conclude(ctx, report, checks, [result], factors)

@@ -40,6 +40,13 @@ from typing import IO
 from loadprobe.verdict import Sample
 
 Row = Sequence[object]  # a tuple when made here, a list after msgpack or JSON
+ERROR_CHARS = 200  # a sample's error is one line of at most this many characters
+
+
+def one_line(error: object) -> str:
+    """An exception (or any reason) as a sample's error."""
+    text = str(error) or type(error).__name__
+    return " ".join(text.split())[:ERROR_CHARS]
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,7 +23,13 @@ type ``TX`` named after it, its HTTP requests ``<transaction>: <step>``; a
 transaction of one request (logon, certificate) is that request, named
 after the transaction. A failed check is a failed request with a reason;
 the transaction then fails with the same reason and the terminal starts its
-workflow again after a think time.
+workflow again after a think time. The bookkeeping of transactions is a
+`TransactionRecorder` (transactions.py); each HTTP request is judged inside
+Locust's ``catch_response`` block, so Locust (and the sample recorder) hear
+of it once, with the terminal's verdict.
+
+Importing this module registers nothing with Locust: a locustfile calls
+`locust_plugin.install` (see locustfile.py).
 """
 
 from __future__ import annotations
@@ -33,26 +39,26 @@ import hashlib
 import itertools
 import json
 import logging
-import os
 import random
 import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import lru_cache
-from types import TracebackType
-from typing import Any, cast
+from typing import Any
 
 import gevent
-from locust import SequentialTaskSet, events, task
+from locust import SequentialTaskSet
 from locust.contrib.fasthttp import FastHttpUser, FastResponse
-from locust.exception import CatchResponseError, InterruptTaskSet
+from locust.exception import InterruptTaskSet
 from locust.runners import WorkerRunner
 
 from loadprobe import scenario as scenario_mod
 from loadprobe.checks import Resident, check_batch_result, check_record, check_search
+from loadprobe.locust_options import scenario_of
 from loadprobe.pdfcheck import check_certificate
-from loadprobe.scenario import Scenario, ScenarioError
+from loadprobe.samples import one_line
+from loadprobe.scenario import ScenarioError
+from loadprobe.transactions import StepFailed, Transaction, TransactionRecorder
 
 log = logging.getLogger("loadprobe.terminal")
 
@@ -62,86 +68,16 @@ _PART: dict[str, Any] = {}
 _MAX_AGE = re.compile(r"max-age=(\d+)")
 _terminal_numbers = itertools.count()
 
-
-class StepFailed(Exception):
-    """A request failed or its answer did not pass the content check."""
-
-
-class TransactionFailed(Exception):
-    """The exception a failed transaction is reported with (its message is the reason)."""
+# The seed's workflow: its five transactions, in order (each a method of TerminalBase).
+WORKFLOW = ("app_start", "logon", "ledger_inquiry", "certificate", "batch")
 
 
-# --- configuration: Locust options (or environment variables) and topology.yaml ------------
+# --- a Locust hook ---------------------------------------------------------------------------
 
 
-def _add_options(parser: Any, **_: Any) -> None:
-    group = parser.add_argument_group("loadprobe", "the town office terminals (loadprobe)")
-    group.add_argument(
-        "--town",
-        env_var="LOADPROBE_TOWN",
-        default="",
-        help="town id of the terminals (topology towns[].id)",
-    )
-    group.add_argument(
-        "--topology",
-        env_var="LOADPROBE_TOPOLOGY",
-        default="topology.yaml",
-        help="topology file with the scenario (loadtest section)",
-    )
-    group.add_argument(
-        "--think-time",
-        env_var="LOADPROBE_THINK_TIME",
-        default="",
-        help="think time between transactions, MIN,MAX (e.g. 2s,5s); default from topology",
-    )
-    group.add_argument(
-        "--samples-file",
-        env_var="LOADPROBE_SAMPLES",
-        default="",
-        help="write every raw sample here (JSON lines; master or single process)",
-    )
-    group.add_argument(
-        "--terminal-stride",
-        env_var="LOADPROBE_TERMINAL_STRIDE",
-        type=int,
-        default=1,
-        help="number of worker processes, so terminal numbers do not collide",
-    )
-
-
-@lru_cache(maxsize=8)
-def _scenario(topology: str, town: str, host: str, think: str) -> Scenario:
-    from netwatch.topology import TopologyError, load
-
-    if not os.path.exists(topology):
-        # A worker on another machine gets the master's path, which may not
-        # exist here: use this machine's own topology file instead.
-        topology = os.environ.get("LOADPROBE_TOPOLOGY") or "topology.yaml"
-    try:
-        topo = load(topology)
-    except TopologyError as exc:
-        raise ScenarioError(f"{topology}: {exc.problems[0]}") from None
-    if not town:
-        raise ScenarioError("no town: pass --town or set LOADPROBE_TOWN")
-    think_time = scenario_mod.parse_think_time(think) if think else None
-    return scenario_mod.from_topology(
-        topo, town, topology_path=topology, base_url=host or None, think_time=think_time
-    )
-
-
-def scenario_of(environment: Any) -> Scenario:
-    """The scenario this Locust process runs, from its options and topology.yaml."""
-    options = environment.parsed_options
-    return _scenario(
-        str(getattr(options, "topology", "topology.yaml")),
-        str(getattr(options, "town", "")),
-        str(environment.host or ""),
-        str(getattr(options, "think_time", "")),
-    )
-
-
-def _default_host(environment: Any, **_: Any) -> None:
-    """Plain `locust -f` without --host: use the topology's base_url."""
+def default_host(environment: Any, **_: Any) -> None:
+    """Plain `locust -f` without --host: terminals use the topology's base_url
+    (a listener for Locust's ``init`` hook, registered by `locust_plugin.install`)."""
     if environment.host or environment.parsed_options is None:
         return
     from netwatch.topology import TopologyError, load
@@ -187,35 +123,24 @@ def json_of(resp: FastResponse) -> Any:
 # --- the workflow -----------------------------------------------------------------------------
 
 
+def _transaction_task(name: str) -> Callable[[Workflow], None]:
+    def run(workflow: Workflow) -> None:
+        workflow.user.run_step(name, getattr(workflow.user, name))
+
+    run.__name__ = name  # Locust names a task after its function
+    return run
+
+
+def _logoff(workflow: Workflow) -> None:
+    workflow.user.logoff()
+    workflow.user.state.iterations += 1
+
+
 class Workflow(SequentialTaskSet):
     """The seed's five transactions in order, then logoff; a think time before each."""
 
     user: TerminalBase
-
-    @task
-    def app_start(self) -> None:
-        self.user.run_step("app_start", self.user.app_start, self)
-
-    @task
-    def logon(self) -> None:
-        self.user.run_step("logon", self.user.logon, self)
-
-    @task
-    def ledger_inquiry(self) -> None:
-        self.user.run_step("ledger_inquiry", self.user.ledger_inquiry, self)
-
-    @task
-    def certificate(self) -> None:
-        self.user.run_step("certificate", self.user.certificate, self)
-
-    @task
-    def batch(self) -> None:
-        self.user.run_step("batch", self.user.batch, self)
-
-    @task
-    def logoff(self) -> None:
-        self.user.logoff()
-        self.user.state.iterations += 1
+    tasks = [*map(_transaction_task, WORKFLOW), _logoff]  # noqa: RUF012 - read by Locust
 
 
 class TerminalBase(FastHttpUser):
@@ -231,20 +156,11 @@ class TerminalBase(FastHttpUser):
         self.network_timeout = sc.request_timeout
         self.connection_timeout = sc.request_timeout
         super().__init__(environment)
-        # The session reports each request to `_held` instead of to Locust, so
-        # that `call` can judge the answer first (cheaper than catch_response).
-        self._held = _HeldRequest()
-        self.client.request_event = self._held
         self.scenario = sc
         self.state = TerminalState()
         self.terminal = self._number()
         self.username = sc.user(self.terminal)
-        self._tx = ""
-        self._ctx: dict[str, Any] = {}  # the request context of the current transaction
-        self._contexts: dict[str, dict[str, Any]] = {}
-        self._tx_bytes = 0
-        self._tx_whole = False  # a request that is the whole transaction was made
-        self._tx_whole_reason: str | None = None  # ... and why it failed, if it did
+        self.transactions = TransactionRecorder(self.environment.events.request, self.terminal)
 
     def wait_time(self) -> float:
         return random.uniform(self.scenario.think_min, self.scenario.think_max)
@@ -264,18 +180,8 @@ class TerminalBase(FastHttpUser):
         gevent.sleep(random.uniform(0, self.scenario.think_max))
 
     def context(self) -> dict[str, Any]:
-        return self._ctx
-
-    def _enter(self, transaction: str) -> None:
-        """Make `transaction` the current one (its request context is made once)."""
-        self._tx = transaction
-        ctx = self._contexts.get(transaction)
-        if ctx is None:
-            ctx = self._contexts[transaction] = {
-                "transaction": transaction,
-                "terminal": self.terminal,
-            }
-        self._ctx = ctx
+        """Locust merges this into every request's context: the current transaction."""
+        return self.transactions.context
 
     # --- transactions and requests ----------------------------------------------------------
 
@@ -283,9 +189,9 @@ class TerminalBase(FastHttpUser):
         """``with self.transaction(name):`` times the body as transaction `name`
         and reports it as one TX request (unless its one request, made with
         ``whole=True``, stands for it)."""
-        return Transaction(self, name)
+        return self.transactions.transaction(name)
 
-    def run_step(self, name: str, body: Callable[[], None], workflow: Workflow) -> None:
+    def run_step(self, name: str, body: Callable[[], None]) -> None:
         """Run one transaction; on failure, start the workflow over (after a think time)."""
         try:
             with self.transaction(name):
@@ -313,37 +219,29 @@ class TerminalBase(FastHttpUser):
         ``whole=True``: this request is the whole transaction; its sample is
         recorded as the transaction's too, and no separate TX request is made
         (half the bookkeeping for the transactions of one request)."""
-        name = self._tx if step is None else f"{self._tx}: {step}"
+        transactions = self.transactions
         all_headers = headers
         if self.state.token:
             all_headers = {**(headers or {}), "Authorization": f"Bearer {self.state.token}"}
-        self._tx_whole = self._tx_whole or whole
         resp = self.client.request(
             method,
             path,
-            name=name,
+            name=transactions.request_name(step),
             headers=all_headers,
             json=json,
             context=_WHOLE if whole else _PART,
+            catch_response=True,
         )
-        meta, self._held.meta = self._held.meta, None
-        reason = None if resp.status_code in expect else _problem(resp, expect)
-        if reason is None and check is not None:
-            try:
-                reason = check(resp)
-            except StepFailed as exc:
-                reason = str(exc)
-            except Exception as exc:  # a check that trips over a malformed answer
-                reason = f"{type(exc).__name__}: {exc}"
-        if reason is not None:
-            reason = f"{step or self._tx}: {reason}"
-            if whole:
-                self._tx_whole_reason = reason
-        if meta is not None:
-            # Judged: now Locust (and the recorder) hear of it, with our verdict.
-            meta["exception"] = None if reason is None else CatchResponseError(reason)
-            self.environment.events.request.fire(**meta)
-            self._tx_bytes += int(meta.get("response_length") or 0)
+        outcome: Any = resp  # its success() and failure() are untyped
+        with resp:  # Locust reports the request when the block ends, with our verdict
+            reason = _judge(resp, expect, check)
+            if reason is None:
+                outcome.success()  # an expected status such as 304 or 401, too
+            else:
+                reason = f"{step or transactions.current}: {reason}"
+                outcome.failure(reason)
+        length = int(resp.request_meta.get("response_length") or 0)
+        transactions.judged(length=length, whole=whole, reason=reason)
         if reason is not None:
             raise StepFailed(reason)
         return resp
@@ -495,80 +393,15 @@ class TerminalBase(FastHttpUser):
         """End the session (not a judged transaction; its failure is only logged)."""
         if not self.state.token:
             return
-        previous = self._tx
-        self._enter("logoff")
+        previous = self.transactions.current
+        self.transactions.enter("logoff")
         try:
             self.call("POST", "/api/v1/logoff", expect=(204, 401))
         except StepFailed as exc:
             log.debug("terminal %s: %s", self.terminal, exc)
         finally:
-            self._enter(previous)
+            self.transactions.enter(previous)
             self.state.token = None
-
-
-class _HeldRequest:
-    """Stands in for the session's request event: holds the figures of the
-    request just made until the terminal has checked its answer."""
-
-    __slots__ = ("meta",)
-
-    def __init__(self) -> None:
-        self.meta: dict[str, Any] | None = None
-
-    def fire(self, **meta: Any) -> None:
-        self.meta = meta
-
-
-class Transaction:
-    """The context manager behind `TerminalBase.transaction` (a class, not a
-    generator: it is on every request's path)."""
-
-    __slots__ = ("name", "previous", "start", "t0", "user")
-
-    def __init__(self, user: TerminalBase, name: str) -> None:
-        self.user, self.name = user, name
-
-    def __enter__(self) -> None:
-        user = self.user
-        self.previous, user._tx_bytes = user._tx, 0
-        user._enter(self.name)
-        user._tx_whole, user._tx_whole_reason = False, None
-        self.start, self.t0 = time.time(), time.perf_counter()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        elapsed = time.perf_counter() - self.t0
-        user = self.user
-        user._enter(self.previous)
-        if exc is None:
-            error = None
-        elif isinstance(exc, StepFailed):
-            error = str(exc)
-        elif isinstance(exc, Exception):
-            error = f"{type(exc).__name__}: {exc}"
-        else:
-            return None  # GreenletExit: the run ended under this transaction, no sample
-        # A whole-transaction request already recorded this transaction,
-        # unless something failed after it (not in this workflow).
-        if not (user._tx_whole and error == user._tx_whole_reason):
-            user.environment.events.request.fire(
-                request_type="TX",
-                name=self.name,
-                response_time=elapsed * 1000,
-                response_length=user._tx_bytes,
-                response=None,
-                context=user._contexts[self.name],
-                exception=None if error is None else TransactionFailed(error),
-                start_time=self.start,
-                url=None,
-            )
-        if error is not None and not isinstance(exc, StepFailed):
-            raise StepFailed(error) from exc
-        return None
 
 
 class Terminal(TerminalBase):
@@ -588,13 +421,30 @@ def _header(resp: FastResponse, name: str) -> str | None:
     return None if value is None else str(value)
 
 
+def _judge(
+    resp: FastResponse,
+    expect: tuple[int, ...],
+    check: Callable[[FastResponse], str | None] | None,
+) -> str | None:
+    """Why the answer fails (its status, then `check`), or None when it passes."""
+    reason = None if resp.status_code in expect else _problem(resp, expect)
+    if reason is None and check is not None:
+        try:
+            reason = check(resp)
+        except StepFailed as exc:
+            reason = str(exc)
+        except Exception as exc:  # a check that trips over a malformed answer
+            reason = f"{type(exc).__name__}: {exc}"
+    return reason
+
+
 def _problem(resp: FastResponse, expect: tuple[int, ...]) -> str | None:
     status = resp.status_code
     if status in expect:
         return None
     error = getattr(resp, "error", None)
     if not status and error is not None:
-        return _one_line(error)
+        return one_line(error)
     detail = ""
     try:
         body = json.loads(resp.content or b"")
@@ -603,11 +453,6 @@ def _problem(resp: FastResponse, expect: tuple[int, ...]) -> str | None:
     except Exception:  # any body that is not a JSON problem
         pass
     return f"HTTP {status}{detail}"
-
-
-def _one_line(error: object) -> str:
-    text = str(error) or type(error).__name__
-    return " ".join(text.split())[:200]
 
 
 def _check_asset(resp: FastResponse, entry: dict[str, Any]) -> str | None:
@@ -624,15 +469,6 @@ def _check_asset(resp: FastResponse, entry: dict[str, Any]) -> str | None:
 def _max_age(resp: FastResponse) -> float:
     match = _MAX_AGE.search(_header(resp, "cache-control") or "")
     return float(match.group(1)) if match else 0.0
-
-
-def listen(hook: object, listener: Callable[..., None]) -> None:
-    """Add a listener to a Locust event hook (its add_listener is untyped)."""
-    cast(Any, hook).add_listener(listener)
-
-
-listen(events.init_command_line_parser, _add_options)
-listen(events.init, _default_host)
 
 
 def _quote(text: str) -> str:

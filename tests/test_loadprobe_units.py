@@ -510,7 +510,7 @@ def test_html_puts_the_verdict_first_and_draws_charts(tmp_path: Path) -> None:
 
 def test_the_command_imports_neither_locust_nor_gevent() -> None:
     code = (
-        "import sys, loadprobe.cli, loadprobe.run, loadprobe.compare, loadprobe.session, "
+        "import sys, loadprobe.cli, loadprobe.run, loadprobe.compare, loadprobe.pipeline, "
         "loadprobe.orchestrate, loadprobe.report.html, loadprobe.live, loadprobe.preflight; "
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('locust', 'gevent')); "
         "print(bad); sys.exit(1 if bad else 0)"

@@ -1,5 +1,7 @@
-"""What `loadprobe run` and `loadprobe compare` share: options, checks of the
-input, route pinning, running, judging and reporting.
+"""The pipeline of a load test, the stages `loadprobe run` and `loadprobe compare`
+share: options, checks of the input (`prepare`), route pinning (`on_path`),
+the preflight, running (`plan`, `execute`), judging (`judge`) and reporting
+(`conclude`).
 
 Import cost matters (every `loadprobe` invocation imports the command
 modules): only argparse and the standard library at module level here.
@@ -15,7 +17,7 @@ import platform
 import socket
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -69,15 +71,34 @@ def _think(text: str) -> tuple[float, float]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def add_command(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+    name: str,
+    *,
+    help: str,
+    description: str,
+    handler: Callable[[argparse.Namespace], int],
+) -> argparse.ArgumentParser:
+    """The parser of command `name` (run, compare), with the options both take."""
+    parser = subparsers.add_parser(
+        name,
+        help=help,
+        description=description,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_options(parser, compare=name == "compare")
+    parser.set_defaults(handler=handler)
+    return parser
+
+
 def add_options(parser: argparse.ArgumentParser, *, compare: bool) -> None:
     """The options both commands take (run adds --path and --baseline)."""
+
+    def whole(flag: str, low: int, high: int, metavar: str, help: str, **kw: Any) -> None:
+        parser.add_argument(flag, type=_count(low, high), metavar=metavar, help=help, **kw)
+
     parser.add_argument("--town", required=True, metavar="ID", help="town id, e.g. nishiki")
-    parser.add_argument(
-        "--terminals",
-        type=_count(1, 1000),
-        metavar="N",
-        help="simulated terminals (default: loadtest.terminals, 10)",
-    )
+    whole("--terminals", 1, 1000, "N", "simulated terminals (default: loadtest.terminals, 10)")
     parser.add_argument(
         "--duration",
         type=_duration,
@@ -105,19 +126,21 @@ def add_options(parser: argparse.ArgumentParser, *, compare: bool) -> None:
         help="override one threshold, e.g. logon.p95=500ms, batch.max_error_ratio=5%%, "
         "certificate.max_degradation=2.5 (repeatable)",
     )
-    parser.add_argument(
+    whole(
         "--workers",
-        type=_count(0, 64),
+        0,
+        64,
+        "N",
+        "Locust worker processes on this machine (0: one process; N: a master and N workers)",
         default=0,
-        metavar="N",
-        help="Locust worker processes on this machine (0: one process; N: a master and N workers)",
     )
-    parser.add_argument(
+    whole(
         "--remote-workers",
-        type=_count(0, 1000),
+        0,
+        1000,
+        "N",
+        "also wait for N workers started on other machines (see README)",
         default=0,
-        metavar="N",
-        help="also wait for N workers started on other machines (see README)",
     )
     parser.add_argument(
         "--master-bind",
@@ -126,22 +149,24 @@ def add_options(parser: argparse.ArgumentParser, *, compare: bool) -> None:
         help="address the Locust master listens on for workers (%(default)s; 0.0.0.0 for "
         "remote workers)",
     )
-    parser.add_argument(
+    whole(
         "--master-port",
-        type=_count(1, 65535),
-        metavar="PORT",
-        help="port of the Locust master (default: a free one; set it for remote workers)",
+        1,
+        65535,
+        "PORT",
+        "port of the Locust master (default: a free one; set it for remote workers)",
     )
     parser.add_argument("--report-dir", metavar="DIR", help="where the reports go")
     parser.add_argument(
         "--topology", default="topology.yaml", metavar="FILE", help="topology (%(default)s)"
     )
-    parser.add_argument(
+    whole(
         "--metrics-port",
-        type=_count(0, 65535),
+        0,
+        65535,
+        "PORT",
+        "Prometheus endpoint during the run (%(default)s; 0 picks a free port)",
         default=DEFAULT_METRICS_PORT,
-        metavar="PORT",
-        help="Prometheus endpoint during the run (%(default)s; 0 picks a free port)",
     )
     parser.add_argument(
         "--metrics-host", default="0.0.0.0", metavar="ADDRESS", help="(%(default)s)"
