@@ -16,9 +16,10 @@ from collections.abc import Callable, Sequence
 from typing import TypeAlias
 
 from backoffice import command as backoffice_command
-from loadprobe import CliError, __version__
+from loadprobe import __version__
 from loadprobe import compare as compare_command
 from loadprobe import run as run_command
+from netwatch.errors import EXIT_INTERRUPTED, NetwatchError, UserError
 
 # A string: argparse._SubParsersAction is generic only to type checkers.
 SubParsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
@@ -42,7 +43,7 @@ def _run_target(args: argparse.Namespace) -> int:
     try:
         backoffice_command.serve_from_args(args, name="loadprobe target")
     except ServeError as exc:
-        raise CliError(str(exc)) from exc
+        raise UserError(str(exc)) from exc
     return 0
 
 
@@ -51,8 +52,6 @@ COMMANDS: tuple[Callable[[SubParsers], None], ...] = (
     run_command.add_parser,
     compare_command.add_parser,
 )
-
-EXIT_USAGE = 2  # argparse's own exit code for bad arguments; used for every user mistake
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -74,11 +73,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
         return handler(args)
-    except CliError as exc:
+    except NetwatchError as exc:  # netwatch.errors: the tree and exit codes of both commands
         print(f"loadprobe {args.command}: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return exc.exit_code
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

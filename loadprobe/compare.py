@@ -11,7 +11,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 
-from loadprobe import CliError, pipeline
+from loadprobe import pipeline
+from netwatch.errors import UserError
 
 HELP = "run the test on the primary and the backup path, side by side"
 DESCRIPTION = """\
@@ -39,7 +40,7 @@ def handle(args: argparse.Namespace) -> int:
     ctx = pipeline.prepare(args, "compare")
     primary = ctx.town.primary
     if not ctx.town.backups:
-        raise CliError(f"town {ctx.town.id} has no backup path to compare with")
+        raise UserError(f"town {ctx.town.id} has no backup path to compare with")
     backup = ctx.town.backups[0]
     results = []
     pre = []
@@ -47,7 +48,7 @@ def handle(args: argparse.Namespace) -> int:
         for path in (primary, backup):  # both must work before any load
             with pipeline.on_path(ctx, path):
                 pre.append(pipeline.preflight(ctx))
-    except CliError:
+    except UserError:
         with contextlib.suppress(OSError):
             ctx.report_dir.rmdir()
         raise

@@ -24,7 +24,7 @@ from ipaddress import IPv4Network
 from typing import Any
 
 from netwatch.constants import RTPROT_NETWATCH
-from netwatch.errors import RouteError as RouteError  # until callers import it from netwatch.errors
+from netwatch.errors import RouteError
 from netwatch.topology import Town, TownPath
 
 IP_TIMEOUT = 10.0

@@ -36,6 +36,7 @@ from loadprobe.samples import EndRecord, RequestRecord, SampleReader, TxRecord, 
 from loadprobe.scenario import Scenario
 from loadprobe.verdict import Sample
 from netwatch.emulator.netns import entered
+from netwatch.errors import RouteError
 from netwatch.topology import Town
 
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
@@ -191,7 +192,7 @@ def execute(
     def look() -> None:
         try:
             found = netpath.lookup(destination, plan.town, plan.netns)
-        except netpath.RouteError as exc:
+        except RouteError as exc:
             result.notes.append(f"route lookup failed: {exc}")
             return
         result.lookups.append(found)

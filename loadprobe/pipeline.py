@@ -23,7 +23,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from loadprobe import CliError
+from netwatch.errors import RouteError, UserError
 
 if TYPE_CHECKING:
     from loadprobe.live import LiveMetrics
@@ -202,7 +202,7 @@ class Context:
 
 
 def prepare(args: argparse.Namespace, kind: str) -> Context:
-    """Check every input before any load; a problem is a CliError (exit 2)."""
+    """Check every input before any load; a problem is a UserError (exit 2)."""
     from loadprobe import scenario as sc_mod
     from netwatch.emulator.netns import netns_exists
     from netwatch.topology import TopologyError, load
@@ -212,7 +212,7 @@ def prepare(args: argparse.Namespace, kind: str) -> Context:
         topo = load(topology_path)
     except TopologyError as exc:
         more = f" (and {len(exc.problems) - 1} more)" if len(exc.problems) > 1 else ""
-        raise CliError(f"{exc.problems[0]}{more}") from None
+        raise UserError(f"{exc.problems[0]}{more}") from None
     try:
         scenario = sc_mod.from_topology(
             topo,
@@ -226,19 +226,19 @@ def prepare(args: argparse.Namespace, kind: str) -> Context:
         )
         password = sc_mod.read_password(scenario)
     except sc_mod.ScenarioError as exc:
-        raise CliError(str(exc)) from None
+        raise UserError(str(exc)) from None
     town = topo.town(scenario.town)
     path_arg = getattr(args, "path", None)
     if path_arg is not None and path_arg not in {p.name for p in town.paths}:
         known = ", ".join(p.name for p in town.paths)
-        raise CliError(f"town {town.id} has no path {path_arg!r} (known: {known})")
+        raise UserError(f"town {town.id} has no path {path_arg!r} (known: {known})")
     netns = None if args.no_lab else f"nw-{town.id}"
     if netns is not None and not netns_exists(netns):
         netns = None
     if netns is not None and os.geteuid() != 0:
-        raise CliError(f"the lab namespace {netns} exists, but entering it needs root")
+        raise UserError(f"the lab namespace {netns} exists, but entering it needs root")
     if kind == "compare" and netns is None:
-        raise CliError(
+        raise UserError(
             "compare pins the town's routes to each path in turn, which it does only in the "
             f"lab (namespace nw-{town.id} not found); elsewhere, run `loadprobe run --path "
             "primary`, switch paths, then `loadprobe run --path backup --baseline "
@@ -252,7 +252,7 @@ def prepare(args: argparse.Namespace, kind: str) -> Context:
         probe.write_text("")
         probe.unlink()
     except OSError as exc:
-        raise CliError(f"cannot write reports to {report_dir}: {exc.strerror or exc}") from None
+        raise UserError(f"cannot write reports to {report_dir}: {exc.strerror or exc}") from None
     ctx = Context(args, topology_path, topo, town, scenario, password, netns, report_dir)
     if not args.no_metrics:
         from loadprobe.live import LiveMetrics
@@ -261,7 +261,7 @@ def prepare(args: argparse.Namespace, kind: str) -> Context:
         try:
             port = metrics.serve(args.metrics_host, args.metrics_port)
         except OSError as exc:
-            raise CliError(
+            raise UserError(
                 f"cannot serve metrics on {args.metrics_host}:{args.metrics_port}: "
                 f"{exc.strerror or exc} (choose --metrics-port, or --no-metrics)"
             ) from None
@@ -287,10 +287,10 @@ def on_path(ctx: Context, path: TownPath | None) -> Iterator[None]:
     if ctx.netns is None:
         try:
             found = netpath.lookup(destination, ctx.town)
-        except netpath.RouteError as exc:
-            raise CliError(str(exc)) from None
+        except RouteError as exc:
+            raise UserError(str(exc)) from None
         if found.path != path.name:
-            raise CliError(
+            raise UserError(
                 f"traffic to {destination} goes over {found.path or 'no town path'} "
                 f"(dev {found.dev}), not {path.name}; outside the lab loadprobe does not change "
                 "this host's routes: switch them first"
@@ -300,9 +300,9 @@ def on_path(ctx: Context, path: TownPath | None) -> Iterator[None]:
     pinned = netpath.PinnedRoutes(ctx.netns, ctx.topo.routed_prefixes, path)
     try:
         pinned.pin()
-    except netpath.RouteError as exc:
+    except RouteError as exc:
         pinned.restore()
-        raise CliError(f"cannot pin {ctx.town.id}'s routes to {path.name}: {exc}") from None
+        raise UserError(f"cannot pin {ctx.town.id}'s routes to {path.name}: {exc}") from None
     try:
         yield
     finally:
@@ -315,7 +315,7 @@ def _destination(ctx: Context) -> str:
     try:
         return socket.gethostbyname(ctx.scenario.target_host)
     except OSError as exc:
-        raise CliError(f"cannot resolve {ctx.scenario.target_host}: {exc}") from None
+        raise UserError(f"cannot resolve {ctx.scenario.target_host}: {exc}") from None
 
 
 def preflight(ctx: Context) -> Preflight:
@@ -324,7 +324,7 @@ def preflight(ctx: Context) -> Preflight:
     try:
         return pf.check(ctx.scenario, ctx.password, ctx.netns)
     except pf.PreflightError as exc:
-        raise CliError(str(exc)) from None
+        raise UserError(str(exc)) from None
 
 
 def plan(ctx: Context, label: str, path: str | None) -> RunPlan:

@@ -22,11 +22,12 @@ from urllib.parse import urlsplit
 
 from loadprobe.scenario import Scenario
 from netwatch.emulator.netns import entered
+from netwatch.errors import UserError
 
 TIMEOUT = 5.0
 
 
-class PreflightError(Exception):
+class PreflightError(UserError):
     """The target cannot be used: unreachable, unhealthy or refusing our logon."""
 
 

@@ -10,7 +10,8 @@ import argparse
 import contextlib
 from typing import TYPE_CHECKING
 
-from loadprobe import CliError, pipeline
+from loadprobe import pipeline
+from netwatch.errors import UserError
 
 if TYPE_CHECKING:
     from loadprobe.report.schema import Baseline
@@ -64,7 +65,7 @@ def load_baseline(text: str) -> Baseline:
     try:
         return read_baseline(text)
     except ValueError as exc:
-        raise CliError(f"--baseline {exc}") from None
+        raise UserError(f"--baseline {exc}") from None
 
 
 def handle(args: argparse.Namespace) -> int:
@@ -80,7 +81,7 @@ def handle(args: argparse.Namespace) -> int:
         with pipeline.on_path(ctx, path):
             pre = pipeline.preflight(ctx)
             result = pipeline.execute(ctx, pipeline.plan(ctx, label, args.path))
-    except CliError:
+    except UserError:
         with contextlib.suppress(OSError):
             ctx.report_dir.rmdir()  # only if nothing was written
         raise

@@ -18,11 +18,12 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from loadprobe.verdict import Limits
+from netwatch.errors import UserError
 from netwatch.topology import TRANSACTIONS, Topology
 from netwatch.topology.units import parse_duration, parse_percentage
 
 
-class ScenarioError(Exception):
+class ScenarioError(UserError):
     """A scenario that cannot run: unknown town, bad override, no password."""
 
 
