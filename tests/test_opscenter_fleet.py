@@ -1,0 +1,163 @@
+"""The fleet's state: pure, driven by messages and a clock."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from opscenter_data import T0, event, later, metrics, online, state
+
+from netwatch.health.state import PathState
+from netwatch.messages import EventType, Message
+from netwatch.opscenter.fleet import Fleet, Status
+from netwatch.topology import load
+
+ROOT = Path(__file__).resolve().parent.parent
+TOPO = load(ROOT / "topology.yaml")
+NOW = 1_000_000.0
+
+
+@pytest.fixture
+def fleet() -> Fleet:
+    return Fleet(TOPO, stale_after=20.0)
+
+
+def status(fleet: Fleet, town: str = "nishiki", now: float = NOW) -> Status:
+    return fleet.towns[town].status(now, fleet.stale_after)
+
+
+def test_towns_are_in_cutover_order(fleet: Fleet) -> None:
+    assert [v.id for v in fleet] == ["nishiki", "takaharu", "tsuno", "kawaminami"]
+
+
+def test_a_town_never_heard_from_is_unknown(fleet: Fleet) -> None:
+    assert status(fleet) is Status.UNKNOWN
+
+
+def test_a_state_on_the_primary_is_ok_and_on_the_backup_is_backup(fleet: Fleet) -> None:
+    fleet.apply(state(), NOW)
+    assert status(fleet) is Status.OK
+    fleet.apply(state(active="backup", at=later(1), primary=PathState.DOWN), NOW + 1)
+    assert status(fleet, now=NOW + 1) is Status.BACKUP
+
+
+def test_a_degraded_primary_in_use_is_degraded(fleet: Fleet) -> None:
+    fleet.apply(state(primary=PathState.DEGRADED), NOW)
+    assert status(fleet) is Status.DEGRADED
+
+
+def test_all_down_beats_backup(fleet: Fleet) -> None:
+    fleet.apply(state(active="backup", all_down=True), NOW)
+    assert status(fleet) is Status.ALL_DOWN
+
+
+def test_silence_longer_than_stale_after_is_unknown_not_the_last_good_state(fleet: Fleet) -> None:
+    fleet.apply(state(), NOW)
+    assert status(fleet, now=NOW + 20.0) is Status.OK
+    assert status(fleet, now=NOW + 20.1) is Status.UNKNOWN
+    fleet.apply(metrics(at=later(25)), NOW + 25)  # any message counts as heard
+    assert status(fleet, now=NOW + 25) is Status.OK
+
+
+def test_the_last_will_makes_a_town_offline_until_it_is_back(fleet: Fleet) -> None:
+    fleet.apply(online(), NOW)
+    fleet.apply(state(), NOW)
+    fleet.apply(online(up=False, at=later(1)), NOW + 1)
+    assert status(fleet, now=NOW + 1) is Status.OFFLINE
+    assert status(fleet, now=NOW + 100) is Status.OFFLINE  # offline outranks unknown
+    fleet.apply(online(at=later(2)), NOW + 2)
+    assert status(fleet, now=NOW + 2) is Status.OK
+
+
+def test_a_redelivered_event_counts_once(fleet: Fleet) -> None:
+    e = event()
+    assert fleet.apply(e, NOW)
+    assert not fleet.apply(e, NOW + 1)
+    assert fleet.towns["nishiki"].failovers == {("primary", "backup", "failover"): 1}
+
+
+def test_failovers_are_counted_by_from_to_and_kind(fleet: Fleet) -> None:
+    fleet.apply(event(), NOW)
+    fleet.apply(event(EventType.FAILBACK, to="primary", frm="backup", details_kind="failback"), NOW)
+    fleet.apply(event(at=later(9)), NOW)
+    assert fleet.towns["nishiki"].failovers == {
+        ("primary", "backup", "failover"): 2,
+        ("backup", "primary", "failback"): 1,
+    }
+
+
+def test_the_last_failover_takes_its_outage_from_routes_applied(fleet: Fleet) -> None:
+    fleet.apply(event(duration=0.1), NOW)
+    assert fleet.towns["nishiki"].last_failover.outage_s is None  # type: ignore[union-attr]
+    fleet.apply(event(EventType.ROUTES_APPLIED, at=later(0.03), duration=0.131), NOW)
+    last = fleet.towns["nishiki"].last_failover
+    assert last is not None
+    assert (last.from_path, last.to_path, last.kind, last.outage_s) == (
+        "primary",
+        "backup",
+        "failover",
+        0.131,
+    )
+
+
+def test_time_on_backup_runs_from_the_failover_and_stops_on_the_primary(fleet: Fleet) -> None:
+    fleet.apply(state(), NOW)
+    fleet.apply(event(at=later(10)), NOW + 10)
+    fleet.apply(state(active="backup", at=later(11)), NOW + 11)
+    view = fleet.towns["nishiki"]
+    assert view.backup_since == later(10)
+    assert view.on_backup_s(later(70)) == pytest.approx(60.0)
+    fleet.apply(state(active="primary", at=later(80)), NOW + 80)
+    assert view.on_backup_s(later(90)) is None
+
+
+def test_an_older_retained_state_does_not_undo_a_newer_one(fleet: Fleet) -> None:
+    fleet.apply(state(active="backup", at=later(5)), NOW)
+    assert not fleet.apply(state(active="primary", at=T0), NOW + 1)
+    assert fleet.towns["nishiki"].active_path == "backup"
+
+
+def test_metrics_update_the_figures_and_keep_the_state_messages_since(fleet: Fleet) -> None:
+    fleet.apply(state(), NOW)
+    fleet.apply(metrics(rtt=0.05, at=later(5)), NOW + 5)
+    primary = fleet.towns["nishiki"].paths["primary"]
+    assert primary.rtt_p50_s == 0.05
+    assert primary.since == T0
+
+
+def test_drill_and_acceptance_results_are_kept_apart(fleet: Fleet) -> None:
+    drill = event(EventType.DRILL_RESULT, details_kind="drill")
+    acceptance = event(EventType.DRILL_RESULT, details_kind="acceptance", at=later(1))
+    fleet.apply(drill, NOW)
+    fleet.apply(acceptance, NOW)
+    view = fleet.towns["nishiki"]
+    assert view.drill == drill
+    assert view.acceptance == acceptance
+
+
+def test_a_change_bumps_the_towns_version(fleet: Fleet) -> None:
+    fleet.apply(state(), NOW)
+    first = fleet.towns["nishiki"].version
+    fleet.apply(state(town="tsuno"), NOW)
+    assert fleet.towns["tsuno"].version > first
+    assert fleet.towns["nishiki"].version == first
+
+
+def test_replay_rebuilds_counts_and_state_but_not_freshness(fleet: Fleet) -> None:
+    failover = event()
+    history: list[Message] = [failover, state(active="backup", at=later(1)), online()]
+    fleet.replay(history)
+    view = fleet.towns["nishiki"]
+    assert view.active_path == "backup"
+    assert view.failovers == {("primary", "backup", "failover"): 1}
+    assert status(fleet) is Status.UNKNOWN  # until the town speaks again
+    assert not fleet.apply(event(event_id=failover.id), NOW)
+
+
+def test_alarming_statuses_are_the_ones_worth_a_banner() -> None:
+    assert {s for s in Status if s.alarming} == {
+        Status.OFFLINE,
+        Status.UNKNOWN,
+        Status.ALL_DOWN,
+        Status.BACKUP,
+    }
