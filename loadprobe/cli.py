@@ -19,7 +19,7 @@ from backoffice import command as backoffice_command
 from loadprobe import __version__
 from loadprobe import compare as compare_command
 from loadprobe import run as run_command
-from netwatch.errors import EXIT_INTERRUPTED, NetwatchError, UserError
+from netwatch.errors import UserError, run_handler
 
 # A string: argparse._SubParsersAction is generic only to type checkers.
 SubParsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
@@ -71,13 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     handler: Callable[[argparse.Namespace], int] = args.handler
-    try:
-        return handler(args)
-    except NetwatchError as exc:  # netwatch.errors: the tree and exit codes of both commands
-        print(f"loadprobe {args.command}: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        return EXIT_INTERRUPTED
+    return run_handler(f"loadprobe {args.command}: error", lambda: handler(args))
 
 
 if __name__ == "__main__":

@@ -149,22 +149,14 @@ class PinnedRoutes:
         self.saved = self.routes()
         self.pinned = True  # from here on, restore() has something to undo
         for prefix in self.prefixes:
-            run_ip(
-                [
-                    "route",
-                    "replace",
-                    prefix,
-                    "via",
-                    str(self.path.gateway),
-                    "dev",
-                    self.path.interface,
-                    "proto",
-                    str(RTPROT_NETWATCH),
-                    "src",
-                    str(self.path.address.ip),
-                ],
-                self.netns,
-            )
+            src = ["src", str(self.path.address.ip)]
+            run_ip(["route", "replace", *self._ours(prefix), *src], self.netns)
+
+    def _ours(self, prefix: str) -> list[str]:
+        """The pinned route of `prefix`, as `ip route` arguments."""
+        path = self.path
+        return [prefix, "via", str(path.gateway), "dev", path.interface,
+                "proto", str(RTPROT_NETWATCH)]  # fmt: skip
 
     def restore(self) -> list[str]:
         """Put the saved routes back; returns the problems (empty when all went well)."""
@@ -183,20 +175,7 @@ class PinnedRoutes:
             if prefix in had_metric0:
                 continue
             try:
-                run_ip(
-                    [
-                        "route",
-                        "del",
-                        prefix,
-                        "via",
-                        str(self.path.gateway),
-                        "dev",
-                        self.path.interface,
-                        "proto",
-                        str(RTPROT_NETWATCH),
-                    ],
-                    self.netns,
-                )
+                run_ip(["route", "del", *self._ours(prefix)], self.netns)
             except RouteError as exc:
                 problems.append(str(exc))
         self.pinned = False

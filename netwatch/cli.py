@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from netwatch import check
 from netwatch.agent import cli as agent_cli
-from netwatch.errors import EXIT_ERROR, EXIT_INTERRUPTED, NetwatchError
+from netwatch.errors import EXIT_ERROR, run_handler
 from netwatch.lab import cli as lab_cli
 from netwatch.opscenter import cli as opscenter_cli
 
@@ -36,14 +36,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not hasattr(args, "run"):
         parser.print_help(sys.stderr)
         return EXIT_ERROR
-    try:
-        return int(args.run(args))
-    except NetwatchError as exc:
-        command = " ".join(a for a in (argv or sys.argv[1:])[:2] if not a.startswith("-"))
-        print(f"netwatch {command}: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        return EXIT_INTERRUPTED
+    command = " ".join(a for a in (argv or sys.argv[1:])[:2] if not a.startswith("-"))
+    return run_handler(f"netwatch {command}", lambda: int(args.run(args)))
 
 
 if __name__ == "__main__":

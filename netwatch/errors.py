@@ -35,6 +35,9 @@ Everything else (programming errors) is a traceback on purpose.
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
+
 EXIT_OK = 0
 EXIT_FAIL = 1
 EXIT_ERROR = 2
@@ -46,6 +49,18 @@ class NetwatchError(Exception):
     """Printed as ``<command> <sub-command>: <message>``, never as a traceback."""
 
     exit_code = EXIT_ERROR
+
+
+def run_handler(prefix: str, command: Callable[[], int]) -> int:
+    """Run a command's handler the way both commands end: its own exit code,
+    or one line on stderr for a NetwatchError, or 130 after Ctrl-C."""
+    try:
+        return command()
+    except NetwatchError as exc:
+        print(f"{prefix}: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
 
 
 class UserError(NetwatchError):
