@@ -1,0 +1,216 @@
+"""The operations center's HTTP side, in process: API, metrics, pages, stream."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from opscenter_data import event, later, online, state
+from prometheus_client.parser import text_string_to_metric_families
+
+from netwatch.health.state import PathState
+from netwatch.messages import EventType, utc_now
+from netwatch.opscenter.fleet import Fleet
+from netwatch.opscenter.metrics import ServiceMetrics
+from netwatch.opscenter.store import Store
+from netwatch.opscenter.web import Context, Link, _stream, create_app
+from netwatch.topology import load
+
+ROOT = Path(__file__).resolve().parent.parent
+TOPO = load(ROOT / "topology.yaml")
+
+
+class Client:
+    """The app in process, over httpx's ASGI transport."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.app = create_app(ctx)
+
+    def get(self, path: str, params: dict[str, object] | None = None) -> httpx.Response:
+        async def go() -> httpx.Response:
+            transport = httpx.ASGITransport(app=self.app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://oc") as client:
+                return await client.get(path, params=params)  # type: ignore[arg-type]
+
+        return asyncio.run(go())
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def ctx(tmp_path: Path) -> Iterator[Context]:
+    fleet = Fleet(TOPO, stale_after=20.0)
+    clock = Clock()
+    store = Store(tmp_path / "db.sqlite3")
+    c = Context(fleet, store, ServiceMetrics.create(fleet, clock=clock), Link(True), clock)
+    yield c
+    store.close()
+
+
+def feed(ctx: Context, *msgs: object) -> None:
+    for msg in msgs:
+        assert ctx.fleet.apply(msg, ctx.clock())  # type: ignore[arg-type]
+        ctx.store.add(msg, ctx.clock())  # type: ignore[arg-type]
+    asyncio.run(ctx.store.flush())
+
+
+def on_backup(ctx: Context) -> None:
+    now = utc_now()
+    feed(
+        ctx,
+        online(at=now),
+        event(at=now),
+        event(EventType.ROUTES_APPLIED, at=now, duration=0.131),
+        state(active="backup", at=now, primary=PathState.DOWN),
+    )
+
+
+def test_the_fleet_lists_every_town_in_cutover_order(ctx: Context) -> None:
+    body = Client(ctx).get("/api/v1/fleet").json()
+    assert [t["id"] for t in body["towns"]] == ["nishiki", "takaharu", "tsuno", "kawaminami"]
+    assert [t["name"] for t in body["towns"]] == ["錦町", "高原町", "都農町", "川南町"]
+    assert all(t["status"] == "unknown" for t in body["towns"])
+    assert body["broker"]["connected"] is True
+
+
+def test_a_town_on_its_backup(ctx: Context) -> None:
+    on_backup(ctx)
+    town = Client(ctx).get("/api/v1/towns/nishiki").json()
+    assert town["status"] == "backup"
+    assert town["active_path"] == "backup"
+    assert town["paths"]["primary"]["state"] == "DOWN"
+    assert town["last_failover"]["outage_s"] == 0.131
+    assert town["failovers_total"] == 1
+
+
+def test_a_stale_town_shows_unknown_and_keeps_what_it_said_last(ctx: Context) -> None:
+    on_backup(ctx)
+    ctx.clock.now += 21  # type: ignore[attr-defined]
+    town = Client(ctx).get("/api/v1/towns/nishiki").json()
+    assert town["status"] == "unknown"
+    assert town["active_path"] is None
+    assert {p["state"] for p in town["paths"].values()} == {"UNKNOWN"}
+    assert town["last_known"]["active_path"] == "backup"
+
+
+def test_an_unknown_town_is_a_404_naming_the_towns(ctx: Context) -> None:
+    answer = Client(ctx).get("/api/v1/towns/atlantis")
+    assert answer.status_code == 404
+    assert "nishiki" in answer.json()["detail"]
+
+
+def test_events_are_filtered_by_town_and_kind_and_paged(ctx: Context) -> None:
+    feed(ctx, *(event(at=later(i)) for i in range(5)), event(town="tsuno"))
+    client = Client(ctx)
+    page = client.get("/api/v1/events", params={"town": "nishiki", "kind": "failover", "limit": 2})
+    body = page.json()
+    assert [e["ts"][17:19] for e in body["events"]] == ["04", "03"]
+    rest = client.get(
+        "/api/v1/events", params={"town": "nishiki", "limit": 10, "cursor": body["next_cursor"]}
+    ).json()
+    assert [e["ts"][17:19] for e in rest["events"]] == ["02", "01", "00"]
+    assert client.get("/api/v1/events", params={"kind": "gossip"}).status_code == 422
+    naive = client.get("/api/v1/events", params={"since": "2026-12-01T05:00:00"})
+    assert naive.status_code == 422
+    assert "time zone" in naive.json()["detail"]
+    aware = client.get("/api/v1/events", params={"since": "2026-12-01T05:00:03Z"}).json()
+    assert len(aware["events"]) == 2
+
+
+def test_the_api_is_described(ctx: Context) -> None:
+    spec = Client(ctx).get("/openapi.json").json()
+    assert {"/api/v1/fleet", "/api/v1/towns/{town}", "/api/v1/events"} <= set(spec["paths"])
+
+
+def families(text: str) -> dict[str, list[tuple[dict[str, str], float]]]:
+    out: dict[str, list[tuple[dict[str, str], float]]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            out.setdefault(sample.name, []).append((sample.labels, sample.value))
+    return out
+
+
+def test_fleet_metrics_say_a_town_is_on_its_backup(ctx: Context) -> None:
+    on_backup(ctx)
+    text = Client(ctx).get("/metrics").text
+    m = families(text)
+    active = {
+        s[0]["path"]: s[1] for s in m["netwatch_fleet_active_path"] if s[0]["town"] == "nishiki"
+    }
+    assert active == {"primary": 0.0, "backup": 1.0}
+    status = [s[0]["status"] for s in m["netwatch_fleet_town_status"] if s[1] == 1.0]
+    assert status == ["backup", "unknown", "unknown", "unknown"]
+    assert ({"town": "nishiki", "from": "primary", "to": "backup", "reason": "failover"}, 1.0) in m[
+        "netwatch_fleet_failovers_total"
+    ]
+    assert ({"town": "nishiki"}, 0.131) in m["netwatch_fleet_last_failover_duration_seconds"]
+    assert all(n.startswith(("netwatch_fleet_", "netwatch_opscenter_")) for n in m)
+
+
+def test_a_stale_town_exports_no_figures_and_no_active_path(ctx: Context) -> None:
+    on_backup(ctx)
+    ctx.clock.now += 60  # type: ignore[attr-defined]
+    m = families(Client(ctx).get("/metrics").text)
+    assert not [s for s in m.get("netwatch_fleet_path_loss_ratio", []) if s[0]["town"] == "nishiki"]
+    assert not [s for s in m["netwatch_fleet_active_path"] if s[1] == 1.0]
+
+
+@pytest.mark.skipif(
+    subprocess.run(["which", "promtool"], capture_output=True).returncode != 0,
+    reason="promtool (Debian prometheus) missing",
+)
+def test_fleet_metrics_pass_promtool(ctx: Context) -> None:
+    on_backup(ctx)
+    text = Client(ctx).get("/metrics").text
+    done = subprocess.run(
+        ["promtool", "check", "metrics"], input=text, capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_pages_and_their_assets_are_served_by_the_service(ctx: Context) -> None:
+    client = Client(ctx)
+    index = client.get("/")
+    assert index.status_code == 200
+    assert "運用管理センター" in index.text
+    assert client.get("/towns/nishiki").status_code == 200
+    assert client.get("/towns/atlantis").status_code == 404
+    for asset in ("/static/app.js", "/static/style.css"):
+        assert client.get(asset).status_code == 200
+    assert "http://" not in index.text.replace("http://www.w3.org", "")
+
+
+class FakeRequest:
+    def __init__(self, polls: int) -> None:
+        self.polls = polls
+
+    async def is_disconnected(self) -> bool:
+        self.polls -= 1
+        return self.polls < 0
+
+
+def test_the_stream_sends_every_row_then_only_changes(ctx: Context) -> None:
+    async def collect(polls: int) -> list[tuple[str, dict[str, object]]]:
+        out = []
+        async for chunk in _stream(FakeRequest(polls), ctx):  # type: ignore[arg-type]
+            if chunk.startswith("event: "):
+                head, data = chunk.strip().split("\n", 1)
+                out.append((head[7:], json.loads(data[6:])))
+        return out
+
+    first = asyncio.run(collect(1))
+    assert [e for e, _ in first] == ["town"] * 4 + ["broker"]
+    on_backup(ctx)
+    assert len(asyncio.run(collect(1))) == 5  # a new stream starts with every row again
