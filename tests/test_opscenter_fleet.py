@@ -59,12 +59,20 @@ def test_silence_longer_than_stale_after_is_unknown_not_the_last_good_state(flee
     assert status(fleet, now=NOW + 25) is Status.OK
 
 
-def test_the_last_will_makes_a_town_offline_until_it_is_back(fleet: Fleet) -> None:
+def test_a_retained_message_is_as_old_as_its_timestamp(fleet: Fleet) -> None:
+    old = state(at=T0)
+    fleet.apply(old, T0.timestamp() + 3600, retained=True)  # delivered an hour later
+    assert status(fleet, now=T0.timestamp() + 3600) is Status.UNKNOWN
+    fleet.apply(metrics(at=later(3600)), T0.timestamp() + 3600)
+    assert status(fleet, now=T0.timestamp() + 3600) is Status.OK
+
+
+def test_the_last_will_makes_a_town_offline_then_unknown_until_it_is_back(fleet: Fleet) -> None:
     fleet.apply(online(), NOW)
     fleet.apply(state(), NOW)
     fleet.apply(online(up=False, at=later(1)), NOW + 1)
     assert status(fleet, now=NOW + 1) is Status.OFFLINE
-    assert status(fleet, now=NOW + 100) is Status.OFFLINE  # offline outranks unknown
+    assert status(fleet, now=NOW + 21.5) is Status.UNKNOWN  # and then silence
     fleet.apply(online(at=later(2)), NOW + 2)
     assert status(fleet, now=NOW + 2) is Status.OK
 

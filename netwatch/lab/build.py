@@ -58,7 +58,7 @@ def up(
     state = LabState.load(run_dir)
     if lab_is_up(state):
         assert state is not None
-        started = services.start_agents(topo, plan, state, policy) if agents else 0
+        started = _with_agents(topo, plan, state, policy) if agents else 0
         return UpResult(already_up=True, state=state, agents_started=started)
     leftovers = sorted(ns for ns in existing_namespaces() if ns in _plan_namespaces(plan))
     if state is not None or leftovers:
@@ -77,8 +77,14 @@ def up(
         raise
     state.complete = True
     state.save()
-    started = services.start_agents(topo, plan, state, policy) if agents else 0
+    started = _with_agents(topo, plan, state, policy) if agents else 0
     return UpResult(already_up=False, state=state, agents_started=started)
+
+
+def _with_agents(topo: Topology, plan: Plan, state: LabState, policy: str | None) -> int:
+    """The agents, and the operations center that listens to them."""
+    services.start_opscenter(plan, state)
+    return services.start_agents(topo, plan, state, policy)
 
 
 def down(run_dir: str, topo: Topology | None) -> list[str]:

@@ -12,6 +12,7 @@ from typing import TypeVar
 
 from netwatch.errors import EXIT_ERROR, EXIT_NOT_UP, LabError
 from netwatch.lab import build, links, namespaces, services, status
+from netwatch.lab.plan import make_plan
 from netwatch.topology import DEFAULT_PATH, Topology, load_for_command
 from netwatch.topology.units import parse_duration, parse_percentage, parse_rate
 
@@ -137,6 +138,9 @@ def _up(args: argparse.Namespace) -> int:
             f"{f', {result.agents_started} agents' if result.agents_started else ''} "
             f"(run dir {run_dir})"
         )
+    if args.agents:
+        url = services.opscenter_url(make_plan(topo))
+        print(f"operations center: {url} (in nw-ops: ip netns exec nw-ops curl {url}api/v1/fleet)")
     if not args.no_rtt:
         print("round-trip time to the data center (TCP connect), per town and path:")
         print(status.render_rtt(status.measure_rtt(topo)))

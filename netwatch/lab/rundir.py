@@ -5,6 +5,7 @@
     logs/<name>.log          every process's log
     dc/target.sqlite3        the reference application's ledger
     mosquitto/               the broker's configuration and persistence
+    opscenter/opscenter.sqlite3   the operations center's database
     agents/<town>/spool      each lab agent's MQTT spool
 
 Everything that reads or writes one of these asks `RunDir`, so the layout
@@ -45,6 +46,10 @@ class RunDir:
     @property
     def ledger(self) -> Path:
         return self.root / "dc" / "target.sqlite3"
+
+    @property
+    def opscenter_db(self) -> Path:
+        return self.root / "opscenter" / "opscenter.sqlite3"
 
     def control_socket(self, link_id: str) -> Path:
         return self.links / f"{link_id}.sock"

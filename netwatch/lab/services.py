@@ -1,8 +1,9 @@
 """The lab's services: the reference application in the data center, the
-MQTT broker in the operations center and, on request, one agent per town.
+MQTT broker in the operations center and, with ``--agents``, one agent per
+town and the operations center service itself.
 
-A service is named on the command line as ``target``, ``broker`` or
-``agent-<town>`` (`Service.parse`) and recorded in lab.json under its
+A service is named on the command line as ``target``, ``broker``,
+``opscenter`` or ``agent-<town>`` (`Service.parse`) and recorded in lab.json under its
 process name (`Service.process`); both spellings are written here only.
 Every service runs in its node's namespace and counts as started once it
 accepts TCP connections on its port.
@@ -30,15 +31,17 @@ from netwatch.topology import Topology
 READY_TIMEOUT = 20.0
 APP_READY_TIMEOUT = 120.0  # the first start seeds the ledger (49,289 residents)
 AGENT_METRICS_PORT = 9470  # each lab agent's /metrics, on loopback in its town
+OPSCENTER_PORT = 9471  # the operations center's page, API and fleet /metrics
 
 
 class Kind(enum.StrEnum):
     TARGET = "target"  # the reference data-center application
     BROKER = "broker"
+    OPSCENTER = "opscenter"
     AGENT = "agent"
 
 
-_PROCESS = {Kind.TARGET: "target", Kind.BROKER: "mosquitto"}
+_PROCESS = {Kind.TARGET: "target", Kind.BROKER: "mosquitto", Kind.OPSCENTER: "opscenter"}
 
 
 @dataclass(frozen=True)
@@ -56,7 +59,7 @@ class Service:
         kind, _, town = text.partition("-")
         if kind == Kind.AGENT and town:
             return cls.agent(town)
-        if not town and kind in (Kind.TARGET, Kind.BROKER):
+        if not town and kind in (Kind.TARGET, Kind.BROKER, Kind.OPSCENTER):
             return cls(Kind(kind))
         raise ValueError(text)
 
@@ -98,6 +101,33 @@ def start_broker(plan: Plan, state: LabState, run: RunDir) -> None:
     record = _start(service, [mosquitto, "-c", conf], state, run, marker=conf, netns=netns,
                     log=run.log("mosquitto.stdout"))  # fmt: skip
     wait_listening(record, str(plan.broker_address), plan.broker_port, READY_TIMEOUT)
+
+
+def opscenter_url(plan: Plan) -> str:
+    return f"http://{plan.broker_address}:{OPSCENTER_PORT}/"
+
+
+def start_opscenter(plan: Plan, state: LabState) -> bool:
+    """The operations center in nw-ops, beside the broker; False if it runs."""
+    service = Service(Kind.OPSCENTER)
+    record = _record(state, service)
+    if record is not None and record.alive():
+        return False
+    if record is not None:
+        state.processes.remove(record)
+    run = RunDir.of(state.run_dir)
+    db = run.opscenter_db
+    db.parent.mkdir(parents=True, exist_ok=True)
+    argv = [
+        sys.executable, "-m", "netwatch.cli", "opscenter",
+        "--topology", state.topology,
+        "--listen", f"{plan.broker_address}:{OPSCENTER_PORT}",
+        "--db", str(db),
+    ]  # fmt: skip
+    netns = plan.nodes[plan.ops_node].netns
+    record = _start(service, argv, state, run, marker=f"--db {db}", netns=netns)
+    wait_listening(record, str(plan.broker_address), OPSCENTER_PORT, READY_TIMEOUT)
+    return True
 
 
 def start_agents(topo: Topology, plan: Plan, state: LabState, policy: str | None) -> int:
@@ -228,7 +258,10 @@ def _find(run_dir: str, text: str) -> tuple[LabState, ProcRecord]:
     except ValueError:
         record = None
     if record is None:
-        known = [Service(Kind.TARGET), Service(Kind.BROKER), *_agents(state)]
+        known = [Service(Kind.TARGET), Service(Kind.BROKER)]
+        if _record(state, Service(Kind.OPSCENTER)) is not None:
+            known.append(Service(Kind.OPSCENTER))
+        known += _agents(state)
         raise LabError(f"no lab service {text!r} (services: {', '.join(map(str, known))})")
     return state, record
 

@@ -17,6 +17,7 @@ from netwatch.emulator.netns import entered
 from netwatch.lab.namespaces import existing_namespaces
 from netwatch.lab.plan import Plan, make_plan
 from netwatch.lab.rundir import RunDir
+from netwatch.lab.services import Kind, Service, opscenter_url
 from netwatch.lab.state import LabState
 from netwatch.topology import Topology
 from netwatch.topology.units import format_duration, format_percentage, format_rate
@@ -76,7 +77,17 @@ def collect(topo: Topology, run_dir: str) -> dict[str, Any]:
         and all(n["exists"] for n in nodes)
         and all(p["alive"] or p["stopped"] for p in processes)
     )
-    return {"up": up, "run_dir": run_dir, "nodes": nodes, "links": links, "processes": processes}
+    opscenter = None
+    if any(p["name"] == Service(Kind.OPSCENTER).process for p in processes):
+        opscenter = opscenter_url(plan)
+    return {
+        "up": up,
+        "run_dir": run_dir,
+        "nodes": nodes,
+        "links": links,
+        "processes": processes,
+        "opscenter": opscenter,
+    }
 
 
 def _addresses(netns: str) -> list[str]:
@@ -119,6 +130,8 @@ def render(status: dict[str, Any]) -> str:
                 f"{cnt['bytes_passed']:>12} {cnt['dropped_loss']:>6} {cnt['dropped_cut']:>7} "
                 f"{cnt['dropped_queue']:>6} {cnt['queued_now']:>6}"
             )
+    if status.get("opscenter"):
+        lines.append(f"operations center: {status['opscenter']} (from nw-ops)")
     lines.append("processes:")
     for proc in status["processes"]:
         alive = "alive" if proc["alive"] else "stopped" if proc["stopped"] else "DEAD"

@@ -1,11 +1,12 @@
 """The fleet as the operations center knows it: pure state, fed with the
 towns' checked messages (`ingest.check`) and read with a clock.
 
-What a town *is* at a moment is `TownView.status(now)`, worst first:
+What a town *is* at a moment is `TownView.status(now)`, in this order:
 
-    offline    its agent's Last Will (or a clean disconnect) said so
     unknown    nothing heard yet, or nothing for longer than `stale_after`:
                shown as unknown, never as the last good state
+    offline    its agent's Last Will (or a clean disconnect) said so, lately
+               (after `stale_after` of silence that too turns unknown)
     all_down   the agent says every path is down
     backup     traffic is on a path other than the primary
     degraded   on the primary, which is degraded
@@ -13,7 +14,8 @@ What a town *is* at a moment is `TownView.status(now)`, worst first:
 
 Timestamps are the agents' (UTC, from the payloads) except `last_heard`,
 which is when this service received the town's last message (epoch
-seconds on this host's clock): staleness must not trust a town's clock.
+seconds on this host's clock): staleness does not trust a town's clock,
+except to age a retained message the broker kept for it.
 """
 
 from __future__ import annotations
@@ -41,8 +43,8 @@ SEEN_EVENT_IDS = 4096  # per town: redeliveries arrive soon after the original
 
 
 class Status(enum.StrEnum):
-    OFFLINE = "offline"
     UNKNOWN = "unknown"
+    OFFLINE = "offline"
     ALL_DOWN = "all_down"
     BACKUP = "backup"
     DEGRADED = "degraded"
@@ -126,9 +128,11 @@ class TownView:
         return age is None or age > stale_after
 
     def status(self, now: float, stale_after: float) -> Status:
+        if self.stale(now, stale_after):
+            return Status.UNKNOWN
         if self.online is False:
             return Status.OFFLINE
-        if self.stale(now, stale_after) or self.state_ts is None:
+        if self.state_ts is None:
             return Status.UNKNOWN
         if self.all_down:
             return Status.ALL_DOWN
@@ -167,11 +171,14 @@ class Fleet:
     def __iter__(self) -> Iterator[TownView]:
         return iter(self.towns.values())
 
-    def apply(self, message: Message, received: float) -> bool:
+    def apply(self, message: Message, received: float, *, retained: bool = False) -> bool:
         """Take one checked message of a town of the fleet; False when it
-        changed nothing (a redelivered event, an older state)."""
+        changed nothing (a redelivered event, an older state).  A retained
+        message is as fresh as its own timestamp, not its delivery: after a
+        restart, a dead agent's last state must not look alive."""
         view = self.towns[message.town]
-        view.last_heard = received
+        heard = min(received, message.ts.timestamp()) if retained else received
+        view.last_heard = max(view.last_heard or heard, heard)
         if isinstance(message, StateMessage):
             changed = self._state(view, message)
         elif isinstance(message, EventMessage):

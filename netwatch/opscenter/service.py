@@ -78,7 +78,9 @@ class Opscenter:
 
     # -- ingest --------------------------------------------------------------
 
-    def handle(self, topic: str, payload: bytes, received: float) -> bool:
+    def handle(
+        self, topic: str, payload: bytes, received: float, *, retained: bool = False
+    ) -> bool:
         """One message from the broker; True if it was accepted."""
         checked = ingest.check(topic, payload, self.towns, max_bytes=self.settings.max_payload)
         if isinstance(checked, ingest.Rejected):
@@ -90,7 +92,7 @@ class Opscenter:
             )
             return False
         self.metrics.accepted.labels(checked.KIND.value).inc()
-        if self.fleet.apply(checked, received):
+        if self.fleet.apply(checked, received, retained=retained):
             self.store.add(checked, received)
         elif checked.KIND is Kind.EVENT:
             self.metrics.duplicates.inc()
@@ -116,7 +118,12 @@ class Opscenter:
                         payload = message.payload
                         if not isinstance(payload, bytes | bytearray):
                             payload = str(payload).encode()
-                        self.handle(message.topic.value, bytes(payload), time.time())
+                        self.handle(
+                            message.topic.value,
+                            bytes(payload),
+                            time.time(),
+                            retained=message.retain,
+                        )
             except aiomqtt.MqttError as exc:
                 failures += 1
                 self._connected(False, str(exc))

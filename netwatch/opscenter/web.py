@@ -149,12 +149,12 @@ def create_app(ctx: Context) -> FastAPI:
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def index() -> HTMLResponse:
-        return HTMLResponse((PAGES / "index.html").read_text(encoding="utf-8"))
+        return _page("index.html", fleet_json(ctx))
 
     @app.get("/towns/{town}", response_class=HTMLResponse, include_in_schema=False)
     def town_page(town: str) -> HTMLResponse:
         view_of(town)
-        return HTMLResponse((PAGES / "town.html").read_text(encoding="utf-8"))
+        return _page("town.html", fleet_json(ctx))
 
     @app.get("/metrics", include_in_schema=False)
     def metrics() -> Response:
@@ -208,6 +208,15 @@ def create_app(ctx: Context) -> FastAPI:
         return StreamingResponse(_stream(request, ctx), media_type="text/event-stream")
 
     return app
+
+
+def _page(name: str, initial: dict[str, Any]) -> HTMLResponse:
+    """A page with the fleet as it is now inside it: it shows the truth at
+    once, before its script connects to the live stream."""
+    data = json.dumps(initial, ensure_ascii=False).replace("</", "<\\/")
+    html = (PAGES / name).read_text(encoding="utf-8")
+    tag = f'<script id="initial" type="application/json">{data}</script>'
+    return HTMLResponse(html.replace("<!-- initial -->", tag, 1))
 
 
 async def _stream(request: Request, ctx: Context) -> AsyncIterator[str]:

@@ -71,8 +71,15 @@ const netwatch = (() => {
     tick();
   }
 
-  // Live updates: server-sent events; if the stream breaks, poll until it is back.
+  // Live updates: the page starts from the fleet it was served with, then
+  // follows server-sent events; if the stream breaks, it polls until it is back.
   function live(onTown) {
+    const initial = document.getElementById("initial");
+    if (initial) {
+      const fleet = JSON.parse(initial.textContent);
+      staleAfter = fleet.stale_after_s; broker = fleet.broker;
+      fleet.towns.forEach(onTown);
+    }
     let poller = null;
     const poll = async () => {
       try {
@@ -86,7 +93,7 @@ const netwatch = (() => {
     source.addEventListener("broker", (e) => { broker = JSON.parse(e.data); banners(); });
     source.onerror = () => { if (!poller) poller = setInterval(poll, 2000); };
     source.onopen = () => { if (poller) { clearInterval(poller); poller = null; } };
-    poll();
+    if (!initial) poll();
     setInterval(tick, 1000);
   }
 
