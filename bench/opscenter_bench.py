@@ -1,0 +1,423 @@
+"""The operations center under a fleet: the four towns, then 1,741 (every
+municipality in Japan), each publishing its retained state once a second,
+plus events, through a real Mosquitto on loopback.
+
+    .venv/bin/python -m bench.opscenter_bench [--towns 4,1741] [--seconds 30] [--under-load]
+
+For each fleet size it starts `netwatch opscenter` in its own process and
+reports, over a steady window:
+
+- its CPU (percent of one core, from /proc/<pid>/stat) and peak RSS;
+- publish -> fleet latency: a probe town flips its active path every
+  0.25 s and the bench polls the fleet until it shows the flip (p50, p99,
+  max); the fleet metrics are rendered from that same state at scrape time;
+- database rows written per second (netwatch_opscenter_db_rows_written_total);
+- the time of one /metrics scrape (median and max of the scrapes taken
+  during the window), and its size.
+
+The simulated agents run in another process over a few MQTT connections
+(one per agent would measure the simulator, not the service).
+`--under-load` adds two CPU-bound processes beside it (bench/load.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import math
+import multiprocessing
+import os
+import platform
+import random
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from ipaddress import IPv4Address
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import httpx
+import yaml
+
+if TYPE_CHECKING:  # mypy reads bench/ as top-level modules (it has no __init__.py)
+    from load import CpuBurners
+else:
+    from bench.load import CpuBurners
+from netwatch.messages import parse_ts
+
+REPO = Path(__file__).resolve().parents[1]
+TARGETS = {"cpu_percent": 50.0, "latency_p99_s": 1.0, "scrape_s": 0.5}  # at 1,741 towns
+STATE_EVERY_S = 1.0
+EVENT_EVERY_S = 60.0  # each town: a failover or a failback a minute (a stormy day)
+METRICS_EVERY_S = 5.0
+CONNECTIONS = 8
+FLIP_EVERY_S = 0.25
+
+
+# -- a fleet ------------------------------------------------------------------
+
+
+def town_id(i: int) -> str:
+    return f"m{i:04d}"
+
+
+def fleet_topology(towns: int, out: Path) -> Path:
+    """topology.yaml with `towns` towns (the real four first, so at least
+    four), each with a primary and a backup path of its own addresses."""
+    topo = yaml.safe_load((REPO / "topology.yaml").read_text(encoding="utf-8"))
+    real = topo["towns"]
+    template = real[0]
+    generated = []
+    for i in range(towns - len(real)):
+        town = json.loads(json.dumps(template))
+        town.update(id=town_id(i), name=f"自治体{i:04d}", cutover_week=1 + i % 52)
+        for p, path in enumerate(town["paths"]):
+            base = IPv4Address("10.64.0.0" if p == 0 else "172.24.0.0") + 4 * i
+            path["address"] = f"{base + 2}/30"
+            path["gateway"] = str(base + 1)
+        generated.append(town)
+    topo["towns"] = real + generated
+    path = out / "topology.yaml"
+    path.write_text(yaml.safe_dump(topo, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    return path
+
+
+# -- the broker and the service -----------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def mosquitto(workdir: Path) -> Iterator[int]:
+    port = free_port()
+    conf = workdir / "mosquitto.conf"
+    conf.write_text(
+        f"listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 100000\n"
+        "max_inflight_messages 0\n",
+        encoding="utf-8",
+    )
+    binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    proc = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        _wait_port(port)
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@contextlib.contextmanager
+def opscenter(topology: Path, broker_port: int, workdir: Path) -> Iterator[tuple[int, int]]:
+    port = free_port()
+    log = open(workdir / "opscenter.log", "wb")  # noqa: SIM115  # closed below
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "netwatch.cli", "opscenter", "--topology", str(topology),
+         "--mqtt", f"mqtt://127.0.0.1:{broker_port}", "--listen", f"127.0.0.1:{port}",
+         "--db", str(workdir / "opscenter.sqlite3"), "--log-level", "warning"],
+        cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        _wait_port(port, timeout=120, proc=proc)
+        yield proc.pid, port
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+def _wait_port(
+    port: int, *, timeout: float = 20.0, proc: subprocess.Popen[bytes] | None = None
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise SystemExit(f"the service exited at start (code {proc.returncode})")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return
+        time.sleep(0.05)
+    raise SystemExit(f"nothing listening on 127.0.0.1:{port} after {timeout:g} s")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+# -- simulated agents (another process) ---------------------------------------
+
+
+def simulate(broker_port: int, towns: list[str], probe: str, stop_at: float) -> None:
+    asyncio.run(_simulate(broker_port, towns, probe, stop_at))
+
+
+async def _simulate(broker_port: int, towns: list[str], probe: str, stop_at: float) -> None:
+    import aiomqtt
+
+    from netwatch import messages as m
+    from netwatch.health.state import PathState
+
+    def state(town: str, active: str) -> m.StateMessage:
+        now = m.utc_now()
+        rtt = 0.012 + random.random() * 0.002
+        return m.StateMessage(
+            town=town, ts=now, active_path=active, all_down=False, route_backend="netlink",
+            paths={
+                "primary": m.PathStatus(state=PathState.UP, damped=False, since=now,
+                                        loss_ratio=0.0, rtt_p50_s=rtt, rtt_p95_s=rtt * 1.2,
+                                        jitter_s=0.001),
+                "backup": m.PathStatus(state=PathState.UP, damped=False, since=now,
+                                       loss_ratio=0.01, rtt_p50_s=0.031, rtt_p95_s=0.036,
+                                       jitter_s=0.002),
+            },
+        )  # fmt: skip
+
+    def event(town: str, n: int) -> m.EventMessage:
+        back = n % 2 == 1
+        return m.EventMessage(
+            town=town, event=m.EventType.FAILBACK if back else m.EventType.FAILOVER,
+            reason="simulated", from_path="backup" if back else "primary",
+            to_path="primary" if back else "backup", duration_s=0.15,
+            details={"kind": "failback" if back else "failover"},
+        )  # fmt: skip
+
+    async def agents(client: aiomqtt.Client, mine: list[str]) -> None:
+        slot = STATE_EVERY_S / max(1, len(mine))
+        sent = 0
+        while time.time() < stop_at:
+            start = time.monotonic()
+            for i, town in enumerate(mine):
+                if town == probe:
+                    continue
+                await client.publish(
+                    m.topic(town, m.Kind.STATE),
+                    state(town, "primary").to_json(),
+                    qos=1,
+                    retain=True,
+                )
+                if random.random() < STATE_EVERY_S / EVENT_EVERY_S:
+                    sent += 1
+                    await client.publish(
+                        m.topic(town, m.Kind.EVENT), event(town, sent).to_json(), qos=1
+                    )
+                if random.random() < STATE_EVERY_S / METRICS_EVERY_S:
+                    s = state(town, "primary")
+                    figures = {
+                        k: m.PathSummary(
+                            state=v.state, loss_ratio=v.loss_ratio, rtt_p50_s=v.rtt_p50_s
+                        )
+                        for k, v in s.paths.items()
+                    }
+                    summary = m.MetricsMessage(town=town, ts=s.ts, paths=figures)
+                    await client.publish(summary.topic, summary.to_json(), qos=0)
+                lag = start + (i + 1) * slot - time.monotonic()
+                if lag > 0:
+                    await asyncio.sleep(lag)
+
+    async def flipper(client: aiomqtt.Client) -> None:
+        n = 0
+        while time.time() < stop_at:
+            n += 1
+            active = "backup" if n % 2 else "primary"
+            msg = state(probe, active)
+            await client.publish(m.topic(probe, m.Kind.STATE), msg.to_json(), qos=1, retain=True)
+            await asyncio.sleep(FLIP_EVERY_S)
+
+    shares = [towns[i::CONNECTIONS] for i in range(CONNECTIONS)]
+    async with contextlib.AsyncExitStack() as stack:
+        clients = [
+            await stack.enter_async_context(
+                aiomqtt.Client(
+                    "127.0.0.1",
+                    broker_port,
+                    identifier=f"sim-{i}",
+                    max_queued_outgoing_messages=100000,
+                )
+            )
+            for i in range(CONNECTIONS + 1)
+        ]
+        await asyncio.gather(
+            *(agents(c, share) for c, share in zip(clients, shares, strict=False)),
+            flipper(clients[-1]),
+        )
+
+
+# -- one measurement ----------------------------------------------------------
+
+
+@dataclass
+class Result:
+    towns: int
+    seconds: float
+    under_load: bool
+    cpu_percent: float
+    rss_mib: float
+    messages_per_s: float
+    latency_p50_s: float
+    latency_p99_s: float
+    latency_max_s: float
+    latency_samples: int
+    db_rows_per_s: float
+    scrape_p50_s: float
+    scrape_max_s: float
+    scrape_bytes: int
+    rejected: float
+
+
+def measure(towns: int, seconds: float, under_load: bool) -> Result:
+    with tempfile.TemporaryDirectory(prefix="opscenter-bench-") as tmp:
+        work = Path(tmp)
+        topology = fleet_topology(towns, work)
+        ids = [t["id"] for t in yaml.safe_load(topology.read_text(encoding="utf-8"))["towns"]]
+        probe = ids[0]
+        with mosquitto(work) as broker, opscenter(topology, broker, work) as (pid, port):
+            base = f"http://127.0.0.1:{port}"
+            warmup = 5.0 + towns / 400
+            ctx = multiprocessing.get_context("spawn")
+            sim = ctx.Process(
+                target=simulate, args=(broker, ids, probe, time.time() + warmup + 1.5 * seconds + 2)
+            )
+            sim.start()
+            burners = CpuBurners(2) if under_load else None
+            try:
+                with httpx.Client(base_url=base, timeout=10) as http:
+                    time.sleep(warmup)
+                    if burners:
+                        burners.start()
+                    return _window(http, pid, towns, seconds, probe, under_load)
+            finally:
+                if burners:
+                    burners.stop()
+                sim.join(seconds + 30)
+                if sim.is_alive():
+                    sim.kill()
+
+
+def _window(
+    http: httpx.Client, pid: int, towns: int, seconds: float, probe: str, under_load: bool
+) -> Result:
+    """First the cost, untouched by the bench (one scrape at each end), then
+    the latency and the scrapes, polled."""
+    first = http.get("/metrics").text
+    rows0 = _counter(first, "netwatch_opscenter_db_rows_written_total")
+    msgs0 = _counter(first, "netwatch_opscenter_messages_total")
+    cpu0, t0 = cpu_seconds(pid), time.monotonic()
+    rss = rss_mib(pid)
+    while time.monotonic() - t0 < seconds:
+        time.sleep(1.0)
+        rss = max(rss, rss_mib(pid))
+    elapsed = time.monotonic() - t0
+    cpu = cpu_seconds(pid) - cpu0
+    end = http.get("/metrics").text
+    rows = _counter(end, "netwatch_opscenter_db_rows_written_total") - rows0
+    msgs = _counter(end, "netwatch_opscenter_messages_total") - msgs0
+
+    latencies: list[float] = []
+    scrapes: list[float] = []
+    scrape_bytes = 0
+    last = http.get(f"/api/v1/towns/{probe}").json()["last_known"]["at"]
+    t1 = time.monotonic()
+    next_scrape = t1 + 1.0
+    while time.monotonic() - t1 < seconds / 2:
+        now = time.monotonic()
+        if now >= next_scrape:
+            start = time.perf_counter()
+            body = http.get("/metrics").content
+            scrapes.append(time.perf_counter() - start)
+            scrape_bytes = len(body)
+            next_scrape = now + 2.0
+            continue
+        stamp = http.get(f"/api/v1/towns/{probe}").json()["last_known"]["at"]
+        if stamp != last:
+            # The probe's state carries the time it was published.
+            latencies.append(max(0.0, time.time() - parse_ts(stamp).timestamp()))
+            last = stamp
+        time.sleep(0.01)
+    latencies.sort()
+    return Result(
+        towns=towns,
+        seconds=round(elapsed, 1),
+        under_load=under_load,
+        cpu_percent=round(100 * cpu / elapsed, 1),
+        rss_mib=round(rss, 1),
+        messages_per_s=round(msgs / elapsed, 1),
+        latency_p50_s=round(statistics.median(latencies), 4) if latencies else math.nan,
+        latency_p99_s=round(_quantile(latencies, 0.99), 4) if latencies else math.nan,
+        latency_max_s=round(latencies[-1], 4) if latencies else math.nan,
+        latency_samples=len(latencies),
+        db_rows_per_s=round(rows / elapsed, 1),
+        scrape_p50_s=round(statistics.median(scrapes), 4) if scrapes else math.nan,
+        scrape_max_s=round(max(scrapes), 4) if scrapes else math.nan,
+        scrape_bytes=scrape_bytes,
+        rejected=_counter(end, "netwatch_opscenter_messages_rejected_total"),
+    )
+
+
+def _counter(text: str, name: str) -> float:
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith(name) and not line.startswith("#")
+    )
+
+
+def _quantile(values: list[float], q: float) -> float:
+    """Nearest rank."""
+    rank = max(1, min(len(values), round(q * len(values) + 0.5)))
+    return values[rank - 1]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--towns", default="4,1741", help="fleet sizes, comma-separated")
+    parser.add_argument("--seconds", type=float, default=30.0, help="steady window per size")
+    parser.add_argument("--under-load", action="store_true", help="two CPU burners beside it")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args()
+    print(f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} cores, "
+          f"Python {platform.python_version()}")  # fmt: skip
+    results = []
+    for towns in (int(t) for t in args.towns.split(",")):
+        print(
+            f"-- {towns} towns, {args.seconds:g} s{' under load' if args.under_load else ''}",
+            flush=True,
+        )
+        result = measure(towns, args.seconds, args.under_load)
+        results.append(result)
+        for key, value in asdict(result).items():
+            print(f"  {key:<16} {value}")
+        if towns >= 1741:
+            for key, limit in TARGETS.items():
+                value = getattr(result, key if key != "scrape_s" else "scrape_max_s")
+                verdict = "met" if value <= limit else "NOT met"
+                print(f"  target {key} <= {limit:g}: {verdict} ({value})")
+    if args.json:
+        args.json.write_text(json.dumps([asdict(r) for r in results], indent=2), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
