@@ -93,7 +93,7 @@ class Opscenter:
             return False
         self.metrics.accepted.labels(checked.KIND.value).inc()
         if self.fleet.apply(checked, received, retained=retained):
-            self.store.add(checked, received)
+            self.store.add(checked, received, payload)
         elif checked.KIND is Kind.EVENT:
             self.metrics.duplicates.inc()
         return True

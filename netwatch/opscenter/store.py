@@ -138,9 +138,14 @@ class Store:
 
     # -- writing -------------------------------------------------------------
 
-    def add(self, message: Message, received: float) -> None:
-        """Queue what is worth keeping of one accepted message."""
+    def add(self, message: Message, received: float, payload: bytes | None = None) -> None:
+        """Queue what is worth keeping of one accepted message (`payload`: its
+        JSON as received, which saves encoding it again)."""
         pending = self._pending
+
+        def text() -> str:
+            return (payload or message.to_json()).decode()
+
         if isinstance(message, EventMessage):
             pending.events.append(
                 (
@@ -148,11 +153,11 @@ class Store:
                     message.town,
                     message.ts.timestamp(),
                     message.event.value,
-                    message.to_json().decode(),
+                    text(),
                 )
             )
         elif isinstance(message, StateMessage | OnlineMessage):
-            pending.latest[(message.town, message.KIND.value)] = message.to_json().decode()
+            pending.latest[(message.town, message.KIND.value)] = text()
         elif isinstance(message, MetricsMessage):
             last = self._last_sample.get(message.town)
             if last is not None and received - last < self.sample_every_s:
