@@ -75,7 +75,7 @@ def lab_cmd(lab: Lab, *args: str) -> None:
 def publish(lab: Lab, topic: str, payload: bytes, *, retain: bool = False) -> None:
     host, port = lab.broker()
     argv = ["ip", "netns", "exec", ops(lab), "mosquitto_pub", "-h", host, "-p", str(port)]
-    argv += ["-q", "1", "-t", topic, "-s", *(["-r"] if retain else [])]
+    argv += ["-q", "1", "-t", topic, "-s" if payload else "-n", *(["-r"] if retain else [])]
     subprocess.run(argv, input=payload, check=True, timeout=10, capture_output=True)
 
 
@@ -148,7 +148,7 @@ def chromium(lab: Lab, out: Path, path: str) -> str:
     base = [
         "ip", "netns", "exec", ops(lab), str(CHROMIUM),
         "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-        f"--user-data-dir={profile}", "--virtual-time-budget=4000", "--window-size=1400,900",
+        f"--user-data-dir={profile}", "--window-size=1400,900",
     ]  # fmt: skip
     shot = subprocess.run(
         [*base, f"--screenshot={out / 'screenshot.png'}", url],

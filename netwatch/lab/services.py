@@ -22,11 +22,11 @@ from pathlib import Path
 from netwatch.emulator.netns import entered
 from netwatch.errors import LabError
 from netwatch.lab.namespaces import require_root
-from netwatch.lab.plan import Plan, broker_config
+from netwatch.lab.plan import Plan, broker_config, make_plan
 from netwatch.lab.procs import running, spawn, stop, wait_until
 from netwatch.lab.rundir import RunDir
 from netwatch.lab.state import LabState, ProcRecord
-from netwatch.topology import Topology
+from netwatch.topology import Topology, load
 
 READY_TIMEOUT = 20.0
 APP_READY_TIMEOUT = 120.0  # the first start seeds the ledger (49,289 residents)
@@ -194,7 +194,19 @@ def start_service(run_dir: str, service: str) -> bool:
     )
     state.processes[state.processes.index(record)] = fresh
     state.save()
+    host, port, timeout = _listens_on(Service.parse(service), make_plan(load(state.topology)))
+    wait_listening(fresh, host, port, timeout)  # back when it serves, as at `lab up`
     return True
+
+
+def _listens_on(service: Service, plan: Plan) -> tuple[str, int, float]:
+    if service.kind is Kind.TARGET:
+        return str(plan.app_address), plan.app_port, APP_READY_TIMEOUT
+    if service.kind is Kind.BROKER:
+        return str(plan.broker_address), plan.broker_port, READY_TIMEOUT
+    if service.kind is Kind.OPSCENTER:
+        return str(plan.broker_address), OPSCENTER_PORT, READY_TIMEOUT
+    return "127.0.0.1", AGENT_METRICS_PORT, READY_TIMEOUT
 
 
 def wait_listening(record: ProcRecord, host: str, port: int, timeout: float) -> None:
