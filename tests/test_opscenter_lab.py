@@ -123,7 +123,8 @@ def test_a_cut_shows_on_the_api_the_metrics_and_the_page_within_2s(
         assert 'data-active="backup"' in row
         page = chromium(lab, tmp_path, "/towns/nishiki")
         assert 'data-status="backup"' in page
-        assert (tmp_path / "screenshot.png").stat().st_size > 10_000
+        for shot in ("screenshot_.png", "screenshot_towns_nishiki.png"):
+            assert (tmp_path / shot).stat().st_size > 10_000
     finally:
         tap.close()
         lab_cmd(lab, "restore", "nishiki", "primary")
@@ -151,7 +152,7 @@ def chromium(lab: Lab, out: Path, path: str) -> str:
         f"--user-data-dir={profile}", "--window-size=1400,900",
     ]  # fmt: skip
     shot = subprocess.run(
-        [*base, f"--screenshot={out / 'screenshot.png'}", url],
+        [*base, f"--screenshot={out / f'screenshot{path.replace("/", "_")}.png'}", url],
         capture_output=True, timeout=120, check=False,
     )  # fmt: skip
     assert shot.returncode == 0, shot.stderr.decode(errors="replace")[-2000:]
