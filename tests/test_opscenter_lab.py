@@ -151,8 +151,9 @@ def chromium(lab: Lab, out: Path, path: str) -> str:
         "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
         f"--user-data-dir={profile}", "--window-size=1400,900",
     ]  # fmt: skip
+    name = path.replace("/", "_")
     shot = subprocess.run(
-        [*base, f"--screenshot={out / f'screenshot{path.replace("/", "_")}.png'}", url],
+        [*base, f"--screenshot={out / f'screenshot{name}.png'}", url],
         capture_output=True, timeout=120, check=False,
     )  # fmt: skip
     assert shot.returncode == 0, shot.stderr.decode(errors="replace")[-2000:]
@@ -160,7 +161,7 @@ def chromium(lab: Lab, out: Path, path: str) -> str:
         [*base, "--dump-dom", url], capture_output=True, text=True, timeout=120, check=False
     )
     assert dom.returncode == 0, dom.stderr[-2000:]
-    (out / f"dom{path.replace('/', '_')}.html").write_text(dom.stdout, encoding="utf-8")
+    (out / f"dom{name}.html").write_text(dom.stdout, encoding="utf-8")
     return dom.stdout
 
 
