@@ -15,7 +15,7 @@ reports, over a steady window:
 - the time of one /metrics scrape (median and max of the scrapes taken
   during the window), and its size.
 
-The simulated agents run in another process over a few MQTT connections
+The simulated agents run in their own process over a few MQTT connections
 (one per agent would measure the simulator, not the service).
 `--under-load` adds two CPU-bound processes beside it (bench/load.py).
 """
@@ -27,7 +27,6 @@ import asyncio
 import contextlib
 import json
 import math
-import multiprocessing
 import os
 import platform
 import random
@@ -205,13 +204,14 @@ async def _simulate(broker_port: int, towns: list[str], probe: str, stop_at: flo
         )  # fmt: skip
 
     async def agents(client: aiomqtt.Client, mine: list[str]) -> None:
+        mine = [t for t in mine if t != probe]  # the flipper speaks for the probe
         slot = STATE_EVERY_S / max(1, len(mine))
         sent = 0
         while time.time() < stop_at:
             start = time.monotonic()
+            if not mine:
+                await asyncio.sleep(STATE_EVERY_S)
             for i, town in enumerate(mine):
-                if town == probe:
-                    continue
                 await client.publish(
                     m.topic(town, m.Kind.STATE),
                     state(town, "primary").to_json(),
@@ -250,12 +250,7 @@ async def _simulate(broker_port: int, towns: list[str], probe: str, stop_at: flo
     async with contextlib.AsyncExitStack() as stack:
         clients = [
             await stack.enter_async_context(
-                aiomqtt.Client(
-                    "127.0.0.1",
-                    broker_port,
-                    identifier=f"sim-{i}",
-                    max_queued_outgoing_messages=100000,
-                )
+                aiomqtt.Client("127.0.0.1", broker_port, identifier=f"sim-{i}")
             )
             for i in range(CONNECTIONS + 1)
         ]
@@ -296,11 +291,14 @@ def measure(towns: int, seconds: float, under_load: bool) -> Result:
         with mosquitto(work) as broker, opscenter(topology, broker, work) as (pid, port):
             base = f"http://127.0.0.1:{port}"
             warmup = 5.0 + towns / 400
-            ctx = multiprocessing.get_context("spawn")
-            sim = ctx.Process(
-                target=simulate, args=(broker, ids, probe, time.time() + warmup + 1.5 * seconds + 2)
-            )
-            sim.start()
+            stop_at = time.time() + warmup + 1.5 * seconds + 2
+            ids_file = work / "towns.json"
+            ids_file.write_text(json.dumps(ids), encoding="utf-8")
+            sim = subprocess.Popen(
+                [sys.executable, "-m", "bench.opscenter_bench", "--simulate", str(broker),
+                 "--towns-file", str(ids_file), "--probe", probe, "--until", str(stop_at)],
+                cwd=REPO,
+            )  # fmt: skip
             burners = CpuBurners(2) if under_load else None
             try:
                 with httpx.Client(base_url=base, timeout=10) as http:
@@ -311,9 +309,12 @@ def measure(towns: int, seconds: float, under_load: bool) -> Result:
             finally:
                 if burners:
                     burners.stop()
-                sim.join(seconds + 30)
-                if sim.is_alive():
+                try:
+                    sim.wait(seconds + 30)
+                except subprocess.TimeoutExpired:
                     sim.kill()
+                if sim.returncode:
+                    raise SystemExit(f"the simulated agents failed (exit {sim.returncode})")
 
 
 def _window(
@@ -396,7 +397,16 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=30.0, help="steady window per size")
     parser.add_argument("--under-load", action="store_true", help="two CPU burners beside it")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    # The simulated agents' own process (started by `measure`).
+    parser.add_argument("--simulate", type=int, metavar="BROKER_PORT", help=argparse.SUPPRESS)
+    parser.add_argument("--towns-file", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--probe", help=argparse.SUPPRESS)
+    parser.add_argument("--until", type=float, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.simulate:
+        towns = json.loads(args.towns_file.read_text(encoding="utf-8"))
+        simulate(args.simulate, towns, args.probe, args.until)
+        return 0
     print(f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} cores, "
           f"Python {platform.python_version()}")  # fmt: skip
     results = []

@@ -102,6 +102,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         try:
             listener = socket.create_server((host, port), reuse_port=False)
+            # Inherited by every accepted connection: without it a response
+            # written in two parts waits out the client's delayed ACK (40 ms).
+            listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError as exc:
             raise UserError(f"--listen {host}:{port}: {exc.strerror or exc}") from None
         settings = Settings(
