@@ -4,6 +4,11 @@ and the service's own ``netwatch_opscenter_*``.
 
 A town that is stale or offline exports no path figures and no active
 path: a dashboard must show it as unknown, not as its last good state.
+
+`town_status` and `path_state` carry one series each, the current status
+or state with the value 1 (select with `== 1`): all six statuses and four
+states of 1,741 towns would be 24,000 series of zeros, and a scrape twice
+as slow.
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ class _FleetCollector(Collector):
         )
         status = g(
             "netwatch_fleet_town_status",
-            "1 for the town's status (ok, degraded, backup, all_down, unknown, offline)",
+            "1, labelled with the town's status (ok, degraded, backup, all_down, unknown, offline)",
             labels=[*town_l, "status"],
         )
         age = g(
@@ -49,7 +54,11 @@ class _FleetCollector(Collector):
             "1 for the path carrying the town's traffic",
             labels=path_l,
         )
-        state = g("netwatch_fleet_path_state", "1 for the path's state", labels=[*path_l, "state"])
+        state = g(
+            "netwatch_fleet_path_state",
+            "1, labelled with the path's state",
+            labels=[*path_l, "state"],
+        )
         loss = g(
             "netwatch_fleet_path_loss_ratio",
             "probe loss over the agent's window (0..1)",
@@ -83,8 +92,7 @@ class _FleetCollector(Collector):
             current = view.status(now, fleet.stale_after)
             counts[current] += 1
             online.add_metric([t], 1.0 if view.online and current is not Status.UNKNOWN else 0.0)
-            for s in Status:
-                status.add_metric([t, s.value], 1.0 if s is current else 0.0)
+            status.add_metric([t, current.value], 1.0)
             heard = view.age(now)
             if heard is not None:
                 age.add_metric([t], heard)
@@ -101,8 +109,7 @@ class _FleetCollector(Collector):
                 p = view.paths.get(name) if known else None
                 active.add_metric([t, name], 1.0 if known and view.active_path == name else 0.0)
                 shown = p.state if p is not None else PathState.UNKNOWN
-                for candidate in PathState:
-                    state.add_metric([t, name, candidate.value], 1.0 if candidate is shown else 0.0)
+                state.add_metric([t, name, shown.value], 1.0)
                 if p is None:
                     continue
                 for family, value in (

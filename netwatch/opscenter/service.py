@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import random
 import signal
@@ -73,6 +74,10 @@ class Opscenter:
         self.link = Link()
         self.ctx = Context(self.fleet, store, self.metrics, self.link)
         self.towns = frozenset(self.fleet.towns)
+        # The topology and the rebuilt fleet live as long as the process: out
+        # of the collector's sight, a national fleet's hundreds of thousands
+        # of objects are not walked again at every full collection.
+        gc.freeze()
         self._throttle = LogThrottle(log, time.monotonic, period_s=60.0)
         self._stop = asyncio.Event()
 

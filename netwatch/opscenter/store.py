@@ -8,9 +8,10 @@
 
 Writes are queued by the event loop and written in one transaction per
 flush (`FLUSH_S`), so 1,741 towns publishing every second cost a few
-transactions a second, not thousands.  Events and samples older than their
-retention are deleted by `prune`.  Reads use their own connection (WAL lets
-them run beside the writer).
+transactions a second, not thousands; each town's last state is written
+at most every `LATEST_FLUSH_S` (only the newest of those seconds).  Events
+and samples older than their retention are deleted by `prune`.  Reads use
+their own connection (WAL lets them run beside the writer).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import contextlib
 import json
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -33,6 +35,7 @@ from netwatch.messages import EventMessage, Message, MetricsMessage, OnlineMessa
 
 SCHEMA_VERSION = 1
 FLUSH_S = 0.5
+LATEST_FLUSH_S = 5.0  # last states: the broker keeps them too; every few seconds is enough
 DEFAULT_RETENTION_S = 90 * 86400.0
 DEFAULT_SAMPLE_RETENTION_S = 6 * 3600.0
 DEFAULT_SAMPLE_EVERY_S = 30.0
@@ -101,6 +104,7 @@ class Store:
         self.transactions = 0
         self._pending = _Pending()
         self._last_sample: dict[str, float] = {}
+        self._latest_at = 0.0  # monotonic time of the last write of `latest`
         self._writer_pool = ThreadPoolExecutor(1, thread_name_prefix="opscenter-db-write")
         self._reader_pool = ThreadPoolExecutor(1, thread_name_prefix="opscenter-db-read")
         self._local = threading.local()
@@ -131,7 +135,7 @@ class Store:
         return db
 
     def close(self) -> None:
-        self._flush_now()
+        self._flush_now(everything=True)
         self._writer_pool.shutdown(wait=True)
         self._reader_pool.shutdown(wait=True)
         self._write.close()
@@ -172,8 +176,11 @@ class Store:
     async def flush(self) -> None:
         await asyncio.get_running_loop().run_in_executor(self._writer_pool, self._flush_now)
 
-    def _flush_now(self) -> None:
+    def _flush_now(self, *, everything: bool = False) -> None:
         pending, self._pending = self._pending, _Pending()
+        now = time.monotonic()
+        if not everything and now - self._latest_at < LATEST_FLUSH_S:
+            self._pending.latest, pending.latest = pending.latest, {}  # not yet
         if not (pending.events or pending.latest or pending.samples):
             return
         db = self._write
@@ -200,6 +207,8 @@ class Store:
             self._requeue(pending)
             raise
         self.transactions += 1
+        if pending.latest:
+            self._latest_at = now
         self.rows_written += len(pending.events) + len(pending.latest) + len(pending.samples)
 
     def _requeue(self, pending: _Pending) -> None:

@@ -65,13 +65,17 @@ class YamlSyntaxError(Exception):
 
 Duplicate = tuple[KeyPath, int, str]
 
+# libyaml's parser where it is built in: the same nodes and marks, 10x faster
+# (a national fleet's topology is 47,000 lines).
+_Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
 
 def parse_yaml(text: str) -> tuple[Located, list[Duplicate]]:
     """Parse `text`; return the located data and any duplicate-key findings.
 
     Raises YamlSyntaxError (with a 1-based line) when the text is not YAML.
     """
-    loader = yaml.SafeLoader(text)
+    loader = _Loader(text)
     try:
         node = loader.get_single_node()
         located = Located(data=None, lines={(): 1})
