@@ -109,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(f"--listen {host}:{port}: {exc.strerror or exc}") from None
         settings = Settings(
             mqtt=mqtt, host=host, port=listener.getsockname()[1], db=args.db,
-            client_id=args.client_id, stale_after=args.stale_after, retention_s=args.retention,
+            client_id=args.client_id, stale_after=args.stale_after,
         )  # fmt: skip
         with listener:
             asyncio.run(_serve(topo, settings, store, listener))

@@ -60,7 +60,6 @@ class Settings:
     client_id: str = CLIENT_ID
     stale_after: float = DEFAULT_STALE_AFTER_S
     max_payload: int = ingest.MAX_PAYLOAD_BYTES
-    retention_s: float | None = None
 
 
 class Opscenter:

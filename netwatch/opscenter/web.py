@@ -19,7 +19,7 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from importlib import resources
 from typing import Annotated, Any
@@ -47,7 +47,6 @@ class Link:
     connected: bool = False
     since: float | None = None  # when it connected or was lost
     last_error: str | None = None
-    changed: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 @dataclass
