@@ -119,6 +119,15 @@ def test_time_on_backup_runs_from_the_failover_and_stops_on_the_primary(fleet: F
     assert view.on_backup_s(later(90)) is None
 
 
+def test_a_new_episode_on_the_backup_does_not_count_from_an_old_failback(fleet: Fleet) -> None:
+    fleet.apply(event(at=later(10)), NOW)
+    fleet.apply(event(EventType.FAILBACK, at=later(50), frm="backup", to="primary"), NOW)
+    fleet.apply(state(active="primary", at=later(51)), NOW + 51)
+    # The state of a new failover arrives before its event.
+    fleet.apply(state(active="backup", at=later(90)), NOW + 90)
+    assert fleet.towns["nishiki"].backup_since == later(90)  # the backup path's `since`
+
+
 def test_an_older_retained_state_does_not_undo_a_newer_one(fleet: Fleet) -> None:
     fleet.apply(state(active="backup", at=later(5)), NOW)
     assert not fleet.apply(state(active="primary", at=T0), NOW + 1)

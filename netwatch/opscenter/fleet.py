@@ -220,7 +220,9 @@ class Fleet:
             view.backup_since = None
         elif view.backup_since is None:
             active = message.paths[message.active_path] if message.active_path else None
-            moved = view.last_failover.at if view.last_failover else None
+            last = view.last_failover
+            # The move onto this path, if it is known; not an older episode's.
+            moved = last.at if last is not None and last.to_path == message.active_path else None
             view.backup_since = moved or (active.since if active else message.ts)
         return True
 
