@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import sqlite3
 import threading
 import time
@@ -236,20 +235,15 @@ class Store:
         """What the fleet is rebuilt from at start: events oldest first, then
         each town's last state and online message."""
         db = self._write
-        rows: list[tuple[str, str]] = []
         try:
-            for (payload,) in db.execute("SELECT payload FROM events ORDER BY ts, id"):
-                rows.append(("events", payload))
-            for kind, payload in db.execute("SELECT kind, payload FROM latest ORDER BY kind DESC"):
-                rows.append((kind, payload))
+            rows = list(db.execute("SELECT town, 'event', payload FROM events ORDER BY ts, id"))
+            rows += db.execute("SELECT town, kind, payload FROM latest ORDER BY kind DESC")
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"--db {self.path}: {exc}") from None
         out: list[Message] = []
-        for kind, payload in rows:
+        for town, kind, payload in rows:
             try:
-                town = _json_town(payload)
-                leaf = messages.Kind(kind).leaf if kind != "events" else "events"
-                out.append(messages.parse(f"{messages.ROOT}/{town}/{leaf}", payload))
+                out.append(messages.parse(messages.topic(town, messages.Kind(kind)), payload))
             except (messages.MessageError, ValueError):
                 continue  # written by another version: the broker will tell us again
         return out
@@ -328,13 +322,6 @@ def _transaction(db: sqlite3.Connection) -> Iterator[None]:
         db.execute("ROLLBACK")
         raise
     db.execute("COMMIT")
-
-
-def _json_town(payload: str) -> str:
-    town = json.loads(payload).get("town")
-    if not isinstance(town, str):
-        raise ValueError("no town")
-    return town
 
 
 def _decode_cursor(cursor: str) -> tuple[float, str]:

@@ -118,16 +118,20 @@ def town_row(view: TownView, ctx: Context) -> dict[str, Any]:
     }
 
 
-def fleet_json(ctx: Context) -> dict[str, Any]:
+def broker_json(ctx: Context) -> dict[str, Any]:
     link = ctx.link
+    return {
+        "connected": link.connected,
+        "last_error": link.last_error,
+        "since": None if link.since is None else round(ctx.clock() - link.since, 1),
+    }
+
+
+def fleet_json(ctx: Context) -> dict[str, Any]:
     return {
         "generated_at": format_ts(utc_now()),
         "stale_after_s": ctx.fleet.stale_after,
-        "broker": {
-            "connected": link.connected,
-            "last_error": link.last_error,
-            "since": None if link.since is None else round(ctx.clock() - link.since, 1),
-        },
+        "broker": broker_json(ctx),
         "towns": [town_row(view, ctx) for view in ctx.fleet],
     }
 
@@ -235,7 +239,7 @@ async def _stream(request: Request, ctx: Context) -> AsyncIterator[str]:
         link = (ctx.link.connected, ctx.link.last_error)
         if link != link_sent:
             link_sent = link
-            yield _sse("broker", fleet_json(ctx)["broker"])
+            yield _sse("broker", broker_json(ctx))
         if time.monotonic() - quiet_since > STREAM_KEEPALIVE_S:
             quiet_since = time.monotonic()
             yield ": keepalive\n\n"

@@ -169,12 +169,7 @@ const netwatch = (() => {
       chart(document.getElementById("rtt-chart"), rtt, { unit: (v) => `${(v * 1000).toFixed(0)} ms` });
       chart(document.getElementById("loss-chart"), loss, { unit: (v) => `${(v * 100).toFixed(0)} %`, max: null });
     };
-    let lastVersion = -1;
-    live((t) => {
-      if (t.id !== id) return;
-      summary(t);
-      if (t.version !== lastVersion) { lastVersion = t.version; }
-    });
+    live((t) => { if (t.id === id) summary(t); });
     await loadEvents(true);
     await loadCharts();
     setInterval(() => loadEvents(true), 5000);
