@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from netwatch.health import PathHealth, PathState, Sample, Transition
+from netwatch.health.path import silent_rounds_needed
 from netwatch.health.simulate import Prober, Schedule, Simulation
 from netwatch.topology import PolicyProfile, load
 
@@ -570,11 +571,14 @@ class CutFigure:
 
 CUT_FIGURES = [
     # fast: the first lost echo waits its learned deadline (10 + 10 ms, + 10 ms
-    # slack), then a round every 5 ms, each waiting twice as long after the
-    # expiry; DOWN once the silence has lasted fail.latency (90 ms) from the
-    # first lost probe's send time: the round sent at +35 ms, judged at +95.
-    CutFigure("fast", "cadence", 0.095, 3, 1),
-    CutFigure("fast", "sequential", 0.220, 3, 1),  # 30 ms, 5 + 60 ms, 5 + 120 ms
+    # slack), then a round every 2 ms, each waiting twice as long after the
+    # expiry; DOWN at the 14th silent round (random loss at the 35 % fail
+    # line makes such a run in under 10^-6 of the rounds): sent at +54 ms,
+    # judged at +114 (the silence has outlasted fail.latency by then).
+    CutFigure("fast", "cadence", 0.114, 14, 1),
+    # each round waits its deadline, backed off on every expiry: 30, 60, 120,
+    # 240 ms, then the 250 ms timeout ten times, with 2 ms between rounds
+    CutFigure("fast", "sequential", 2.976, 14, 1),
     CutFigure("mwan3-default", "cadence", 44.0, 5, 1),  # 5 rounds 10 s apart, + 4 s timeout
     CutFigure("mwan3-default", "sequential", 60.0, 5, 1),  # 5 x 4 s + 4 x 10 s
     CutFigure("pfsense-default", "cadence", 13.5, 24, 1),  # 24 rounds 0.5 s apart, + 2 s
@@ -741,24 +745,6 @@ def test_recovery_needs_rise_good_rounds(profile: str) -> None:
 # --- telling a cut from noise and from latency (fast's false_alarm) ------------------
 
 
-def test_silent_rounds_needed_grow_with_the_windows_loss() -> None:
-    health = PathHealth("primary", REAL_FAST)
-    stats = health.stats(0.0)
-    assert health.silent_rounds_needed(stats) == REAL_FAST.fall  # empty window: the prior
-    t = 0.0
-    for i in range(200):  # 19 % loss: 10 % each way
-        t += 0.025
-        health.window.add(Sample(t, i % 100 >= 19, 0.012 if i % 100 >= 19 else None), "icmp")
-    lossy = health.silent_rounds_needed(health.stats(t))
-    assert 8 <= lossy <= 9  # 0.19^8 ~ 1.7e-6, 0.19^9 ~ 3.2e-7
-    health.window.clear()
-    for _ in range(200):
-        t += 0.025
-        health.window.add(Sample(t, True, 0.012), "icmp")
-    assert health.silent_rounds_needed(health.stats(t)) == REAL_FAST.fall
-    assert PathHealth("p", MWAN3).silent_rounds_needed(stats) == MWAN3.fall  # no false_alarm
-
-
 def real_fast_up() -> tuple[PathHealth, float]:
     health = PathHealth("primary", REAL_FAST, ["icmp"])
     t = 0.0
@@ -769,16 +755,51 @@ def real_fast_up() -> tuple[PathHealth, float]:
     return health, t
 
 
+def test_silent_rounds_needed_come_from_the_fail_line() -> None:
+    # 0.35^13 ~ 1.2e-6 > 10^-6 >= 0.35^14 ~ 4.1e-7
+    assert REAL_FAST.fail.loss == 0.35
+    assert silent_rounds_needed(REAL_FAST) == 14
+    assert PathHealth("p", REAL_FAST).silent_rounds_needed == 14
+    lenient = policy(REAL_FAST, false_alarm=0.5)
+    assert silent_rounds_needed(lenient) == REAL_FAST.fall  # never fewer than fall
+    assert silent_rounds_needed(MWAN3) == MWAN3.fall  # no false_alarm: a plain fall
+
+
+def test_a_clean_window_does_not_lower_the_bar() -> None:
+    """Loss that has just begun is not in the window yet: a short silent run
+    on a path that was clean a moment ago is still no cut."""
+    health, t = real_fast_up()  # a full window of answered echoes
+    start = t + 0.05
+    for i in range(13):  # 13 silent rounds, 20 ms apart: long past fail.latency
+        sent = start + 0.02 * i
+        assert health.round(sent, {"icmp": Sample(sent, False)}, done=sent + 0.04) is None
+    assert health.state is UP
+    sent = start + 0.02 * 13
+    tr = health.round(sent, {"icmp": Sample(sent, False)}, done=sent + 0.04)
+    assert tr is not None
+    assert tr.new is DOWN
+    assert tr.reason.startswith("14 failed rounds")
+
+
+@pytest.mark.parametrize("seed", range(100))
+def test_random_loss_that_begins_is_no_cut(seed: int) -> None:
+    # 10 % each way (19 % of the probes) begins after a clean window, as on a
+    # line starting to degrade: the window still says ~0 % when it begins.
+    onset = 5.0 + random.Random(seed).random()
+    sim = simulate("fast", lossy(seed, 0.19, start=onset), onset + 4.0)
+    assert sim.log.first("primary", DOWN) is None
+
+
 def test_a_silence_shorter_than_fail_latency_is_not_a_cut() -> None:
     health, t = real_fast_up()
     start = t + 0.05
-    for i in range(12):  # many silent rounds 5 ms apart, judged 30 ms after sending
-        sent = start + 0.005 * i
+    for i in range(25):  # more silent rounds than needed, 2 ms apart, judged 30 ms after sending
+        sent = start + 0.002 * i
+        assert sent + 0.03 - start < REAL_FAST.fail.latency
         assert health.round(sent, {"icmp": Sample(sent, False)}, done=sent + 0.03) is None
-        if sent + 0.03 - start >= REAL_FAST.fail.latency:
-            break
+    assert health.bad_rounds == 25 > health.silent_rounds_needed
     # one more, judged past fail.latency after the first: now it is a cut
-    sent = start + 0.08
+    sent = start + 0.06
     tr = health.round(sent, {"icmp": Sample(sent, False)}, done=start + REAL_FAST.fail.latency)
     assert tr is not None
     assert tr.new is DOWN

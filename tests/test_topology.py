@@ -238,6 +238,13 @@ CASES = [
         "fail latency 250ms must be below the probe timeout 250ms",
     ),
     Case(
+        "false_alarm with a fail loss of 100 %",
+        "fail: {loss: 35%, latency: 90ms}",
+        "fail: {loss: 100%, latency: 90ms}",
+        "policy.profiles.fast.fail.loss",
+        "with false_alarm set, fail loss must be between 0 and 100 %",
+    ),
+    Case(
         "probe interval for a kind not probed",
         "      interval: 10s\n",
         "      interval: 10s\n      probe_intervals: {tcp: 20s}\n",

@@ -21,10 +21,13 @@ Round verdicts, per state:
   take the path DOWN; a good round resets the count.  A run of silent
   rounds is, with `false_alarm` set, also told from random loss and from
   latency:
-  - it must be long enough that the window's loss rate (the loss before
-    the run, so a cut does not raise its own bar) would produce it by
-    chance in at most `false_alarm` of the rounds:
-    ceil(log(false_alarm) / log(loss)) rounds, never fewer than `fall`;
+  - it must be long enough that random loss at the fail line would produce
+    it by chance in at most `false_alarm` of the rounds:
+    ceil(log(false_alarm) / log(fail.loss)) rounds, never fewer than
+    `fall`.  The bar is the fail line, not the loss the window saw: loss
+    that has just begun (a line starting to degrade) is not in the window
+    yet, and noise under the fail line must never pass for a cut.  Loss
+    over the line fails the path by the window's own rule;
   - it must have lasted fail.latency from the first silent round's send
     time: an echo slower than that is a failure by the policy's own words,
     one faster may still arrive, and a late answer (`late_answer`) ends
@@ -69,7 +72,6 @@ __all__ = ["PathHealth", "PathSnapshot", "PathState", "Transition"]
 MIN_SAMPLES = 10  # the window judges a path only once it holds this many samples
 LATE_MATCH_S = 0.002  # a late answer's send time, as the agent knows it, is this close
 LOSS_Z = 1.64  # one-sided 95 %: a window's loss must be over fail.loss beyond chance
-MAX_ROUND_LOSS = 0.5  # above this the window's fail.loss judges, not the silent-run length
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +114,15 @@ class PathSnapshot:
     damped: bool
     penalty: float
     interval: float
+
+
+def silent_rounds_needed(policy: PolicyProfile) -> int:
+    """How many silent rounds in a row tell a cut from random loss under the
+    fail line (see the module docstring); `fall` without `false_alarm`."""
+    if policy.false_alarm is None:
+        return policy.fall
+    rounds = math.ceil(math.log(policy.false_alarm) / math.log(policy.fail.loss) - 1e-9)
+    return max(policy.fall, rounds)
 
 
 def _percent(ratio: float) -> str:
@@ -173,12 +184,10 @@ class PathHealth:
         self._bad = 0
         self._good = 0
         self._suspected_at = 0.0
-        # the current run of silent rounds: how many, since when (send time),
-        # and the samples it put in the window (lost, count)
+        # the current run of silent rounds: how many, since when (send time)
         self._silent = 0
         self._silent_since = 0.0
-        self._run_lost = 0
-        self._run_count = 0
+        self.silent_rounds_needed = silent_rounds_needed(policy)
         self._shift = 0  # rounds in a row whose window disagrees with UP / DEGRADED
         self._shift_at = 0.0
         # rounds of the current rising streak: (lost, count)
@@ -278,7 +287,7 @@ class PathHealth:
             return self._first_round(done, answered, enough, silent_reason)
         if self.state is PathState.DOWN:
             return self._down_round(t, done, answered, silent, total, enough, silent_reason)
-        return self._up_round(t, done, stats, enough, silent, total, silent_reason)
+        return self._up_round(t, done, stats, enough, silent_reason)
 
     def late_answer(self, t: float, kind: str, rtt_s: float) -> None:
         """A probe sent at `t` answered after its deadline: counted as lost by
@@ -293,24 +302,7 @@ class PathHealth:
         if self._silent == 0:
             return
         self._silent = self._bad = 0
-        self._run_lost = self._run_count = 0
         self.verdict = f"late answer ({kind} {_ms(rtt_s)}): slow, not silent"
-
-    def silent_rounds_needed(self, stats: WindowStats) -> int:
-        """How many silent rounds in a row tell a cut from random loss (see
-        the module docstring); `fall` without `false_alarm`."""
-        policy = self.policy
-        if policy.false_alarm is None:
-            return policy.fall
-        # The loss before the run, with `min_samples` pseudo-samples at the
-        # rate for which `fall` rounds suffice, so an empty window asks `fall`.
-        prior = policy.false_alarm ** (1 / policy.fall)
-        lost = max(0, stats.lost - self._run_lost)
-        count = max(0, stats.count - self._run_count)
-        rate = (lost + prior * self.min_samples) / (count + self.min_samples)
-        rate = min(rate, MAX_ROUND_LOSS)
-        rounds = math.ceil(math.log(policy.false_alarm) / math.log(rate) - 1e-9)
-        return max(policy.fall, rounds)
 
     def link_down(self, t: float, reason: str = "carrier lost") -> Transition | None:
         """The interface lost its carrier or went down: DOWN at once."""
@@ -321,7 +313,7 @@ class PathHealth:
         self.verdict = f"link down: {reason}"
         if self.state is PathState.DOWN:
             return None
-        self._bad = self._silent = self._run_lost = self._run_count = 0
+        self._bad = self._silent = 0
         return self._change(t, PathState.DOWN, f"link down: {reason}", suspected_at=t)
 
     def link_up(self, t: float) -> None:
@@ -370,8 +362,6 @@ class PathHealth:
         done: float,
         stats: WindowStats,
         enough: bool,
-        silent: int,
-        total: int,
         silent_reason: str,
     ) -> Transition | None:
         policy = self.policy
@@ -391,28 +381,26 @@ class PathHealth:
             if self._bad == 1:
                 self._suspected_at = t
             if enough:
-                self._silent = self._run_lost = self._run_count = 0
+                self._silent = 0
             else:
                 self._silent += 1
                 if self._silent == 1:
                     self._silent_since = t
-                self._run_lost += silent
-                self._run_count += total
             if self._bad < policy.fall:
                 return None
             if window_bad is None and policy.false_alarm is not None:
                 # a silent run alone: a cut, or noise, or latency?
-                if self._silent < self.silent_rounds_needed(stats):
+                if self._silent < self.silent_rounds_needed:
                     return None
                 if done - self._silent_since < policy.fail.latency - 1e-9:
                     return None  # an answer slower than this may still come
             rounds = f"{self._bad} failed round" + ("s" if self._bad > 1 else "")
             suspected = self._suspected_at
-            self._bad = self._silent = self._run_lost = self._run_count = 0
+            self._bad = self._silent = 0
             return self._change(done, PathState.DOWN, f"{rounds}: {bad}", suspected_at=suspected)
 
         self.verdict = "ok"
-        self._bad = self._silent = self._run_lost = self._run_count = 0
+        self._bad = self._silent = 0
         if not judged:
             return None
         degraded = policy.degraded

@@ -223,8 +223,9 @@ class PolicyProfile(Model):
     # Kinds probed less often than every round (e.g. {tcp: 1s, http: 1s}):
     # cheap ICMP detects, the shared application sees a few requests a second.
     probe_intervals: dict[ProbeKind, Annotated[Duration, Field(gt=0)]] = {}
-    # Per-round chance accepted that random loss looks like a cut: the run of
-    # silent rounds needed to go DOWN grows with the window's loss (None: `fall`).
+    # Per-round chance accepted that random loss under the fail line looks like
+    # a cut: a silent run must be ceil(log(false_alarm) / log(fail.loss))
+    # rounds long to take the path DOWN (None: `fall` rounds).
     false_alarm: Annotated[Ratio, Field(gt=0, lt=1)] | None = None
     # A primary DEGRADED for this long while a backup is UP moves traffic
     # there (None: off); it returns after the hold-down, once the primary is clean.

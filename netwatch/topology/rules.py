@@ -163,6 +163,14 @@ def _policy(topo: Topology) -> Iterator[Finding]:
                 (*base, "probe_intervals"),
                 "at least one probe kind must be probed every round (at `interval`)",
             )
+        if prof.false_alarm is not None and not 0 < prof.fail.loss < 1:
+            yield (
+                (*base, "fail", "loss"),
+                (
+                    "with false_alarm set, fail loss must be between 0 and 100 % "
+                    "(the silent rounds needed are log(false_alarm) / log(fail loss))"
+                ),
+            )
         if prof.degraded.loss > prof.fail.loss:
             yield (*base, "degraded", "loss"), "degraded loss must not exceed fail loss"
         if prof.degraded.latency > prof.fail.latency:
