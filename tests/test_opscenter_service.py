@@ -202,6 +202,36 @@ def test_events_sent_while_it_was_down_arrive_after_a_restart_once_each(
     assert opscenter.town()["failovers_total"] == 3  # counts survive the restart, once each
 
 
+def test_states_sent_while_it_was_down_do_not_crowd_out_the_events(
+    broker: Broker, opscenter: Opscenter
+) -> None:
+    """A broker keeps a bounded queue for an absent persistent session
+    (Mosquitto: 1,000 QoS 1 messages by default). A fleet republishes its
+    states every few seconds; were they queued too, a short absence would
+    fill the queue and the events behind them would be dropped. States are
+    retained (the newest comes at each subscription) and taken at QoS 0."""
+    opscenter.stop()
+    now = utc_now()
+    states = b"".join(state(at=now).to_json() + b"\n" for _ in range(1_200))
+    subprocess.run(
+        ["mosquitto_pub", "-h", broker.host, "-p", str(broker.port), "-q", "1", "-r",
+         "-t", "netwatch/v1/nishiki/state", "-l"],
+        input=states, check=True, timeout=30,
+    )  # fmt: skip
+    missed = event(at=now)
+    send(broker, missed)
+    opscenter.start()
+    wait_for(
+        lambda: (
+            [e["id"] for e in opscenter.get("/api/v1/events", town="nishiki")["events"]]
+            == [missed.id]
+        ),
+        "the event sent after 1,200 states",
+        opscenter,
+    )
+    assert opscenter.town()["status"] == "ok"  # the retained state came too
+
+
 def test_a_town_that_goes_silent_turns_unknown(broker: Broker, opscenter: Opscenter) -> None:
     send(broker, state(at=utc_now()))
     wait_for(lambda: opscenter.town()["status"] == "ok", "nishiki ok", opscenter)

@@ -3,7 +3,8 @@ fleet and its history, serve HTTP.
 
 Named tasks, one job each:
 
-    opscenter-mqtt     subscribe (persistent session), check, apply, queue;
+    opscenter-mqtt     subscribe (persistent session: events at QoS 1,
+                       retained states at QoS 0), check, apply, queue;
                        reconnects with capped, jittered back-off forever
     opscenter-flush    writes the queued rows every FLUSH_S
     opscenter-prune    deletes what is past its retention, hourly
@@ -49,6 +50,13 @@ BACKOFF_INITIAL_S = 0.5
 BACKOFF_MAX_S = 30.0
 PRUNE_EVERY_S = 3600.0
 KEEPALIVE_S = 15
+# The QoS each leaf is taken at.  The session is persistent so that events
+# sent while the service is away wait for it; the broker's queue for an
+# absent session is bounded (Mosquitto: 1,000 messages), and a fleet's
+# states, republished every few seconds, would fill it at once and push
+# the events out.  States are retained, so the newest comes at every
+# subscription anyway, and metrics summaries are published at QoS 0.
+SUBSCRIBE_QOS = {Kind.STATE: 0, Kind.EVENT: 1, Kind.METRICS: 0, Kind.ONLINE: 1}
 
 
 @dataclass(frozen=True)
@@ -115,7 +123,8 @@ class Opscenter:
                     timeout=10,
                 ) as client:
                     for kind in Kind:
-                        await client.subscribe(f"{messages.ROOT}/+/{kind.leaf}", qos=1)
+                        topic = f"{messages.ROOT}/+/{kind.leaf}"
+                        await client.subscribe(topic, qos=SUBSCRIBE_QOS[kind])
                     self._connected(True, None)
                     failures = 0
                     async for message in client.messages:
