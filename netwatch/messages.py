@@ -169,6 +169,8 @@ def parse_ts(text: str) -> datetime:
 def _to_ms(when: datetime, where: str) -> datetime:
     if not isinstance(when, datetime) or when.tzinfo is None:
         raise MessageError(where, f"expected a timezone-aware datetime, got {when!r}")
+    if when.tzinfo is UTC and when.microsecond % 1000 == 0:
+        return when  # already the wire's form (every parsed time is)
     when = when.astimezone(UTC)
     return when.replace(microsecond=when.microsecond // 1000 * 1000)
 
@@ -497,8 +499,8 @@ class _Reader:
         return self
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        unknown = sorted(set(self.data) - self.used)
-        if exc_type is None and unknown:
+        if exc_type is None and not self.data.keys() <= self.used:
+            unknown = sorted(self.data.keys() - self.used)
             expected = ", ".join(sorted(self.used))
             raise MessageError(unknown[0], f"unknown key (expected one of: {expected})")
 
