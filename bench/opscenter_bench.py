@@ -37,6 +37,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -359,22 +360,32 @@ def _window(
     scrape_bytes = 0
     last = http.get(f"/api/v1/towns/{probe}").json()["last_known"]["at"]
     t1 = time.monotonic()
-    next_scrape = t1 + 1.0
-    while time.monotonic() - t1 < seconds / 2:
-        now = time.monotonic()
-        if now >= next_scrape:
-            start = time.perf_counter()
-            body = http.get("/metrics").content
-            scrapes.append(time.perf_counter() - start)
-            scrape_bytes = len(body)
-            next_scrape = now + 2.0
-            continue
-        stamp = http.get(f"/api/v1/towns/{probe}").json()["last_known"]["at"]
-        if stamp != last:
-            # The probe's state carries the time it was published.
-            latencies.append(max(0.0, time.time() - parse_ts(stamp).timestamp()))
-            last = stamp
-        time.sleep(0.01)
+    polled = threading.Event()
+
+    def scrape_every_2s() -> None:
+        # Its own thread and connection: a scrape must not hold up the
+        # latency poll (the service's load while scraping still counts).
+        nonlocal scrape_bytes
+        with httpx.Client(base_url=str(http.base_url), timeout=10) as scraper:
+            while not polled.wait(1.0 if not scrapes else 2.0):
+                start = time.perf_counter()
+                body = scraper.get("/metrics").content
+                scrapes.append(time.perf_counter() - start)
+                scrape_bytes = len(body)
+
+    scraper = threading.Thread(target=scrape_every_2s, name="scraper")
+    scraper.start()
+    try:
+        while time.monotonic() - t1 < seconds / 2:
+            stamp = http.get(f"/api/v1/towns/{probe}").json()["last_known"]["at"]
+            if stamp != last:
+                # The probe's state carries the time it was published.
+                latencies.append(max(0.0, time.time() - parse_ts(stamp).timestamp()))
+                last = stamp
+            time.sleep(0.01)
+    finally:
+        polled.set()
+        scraper.join()
     latencies.sort()
     return Result(
         towns=towns,
