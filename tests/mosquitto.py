@@ -78,6 +78,9 @@ class Broker:
             "user root\n"
             "persistence true\n"
             f"persistence_location {self.directory / 'data'}/\n"
+            # Mosquitto's default, pinned: a test relies on a session's queue
+            # being bounded while its client is away.
+            "max_queued_messages 1000\n"
             f"log_dest file {self.log_path}\n"
             "log_type all\n"
             "connection_messages true\n"
