@@ -137,6 +137,12 @@ def fleet_json(ctx: Context) -> dict[str, Any]:
 
 
 def create_app(ctx: Context) -> FastAPI:
+    # Every handler that reads the fleet is `async def`: it runs on the event
+    # loop, the one thread that applies messages, so it reads a consistent
+    # fleet (a sync handler would run in a worker thread and could iterate a
+    # town's dicts while a message changes them). A /metrics scrape of
+    # 1,741 towns holds the loop for ~0.4 s: shorter than in a worker, where
+    # it contends for the GIL with the ingest (BENCHMARKS.md).
     app = FastAPI(
         title="netwatch operations center",
         version="1",
@@ -151,24 +157,24 @@ def create_app(ctx: Context) -> FastAPI:
         return view
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    def index() -> HTMLResponse:
+    async def index() -> HTMLResponse:
         return _page("index.html", fleet_json(ctx))
 
     @app.get("/towns/{town}", response_class=HTMLResponse, include_in_schema=False)
-    def town_page(town: str) -> HTMLResponse:
+    async def town_page(town: str) -> HTMLResponse:
         view_of(town)
         return _page("town.html", fleet_json(ctx))
 
     @app.get("/metrics", include_in_schema=False)
-    def metrics() -> Response:
+    async def metrics() -> Response:
         return Response(generate_latest(ctx.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/api/v1/fleet", summary="every town, in cutover order")
-    def fleet() -> dict[str, Any]:
+    async def fleet() -> dict[str, Any]:
         return fleet_json(ctx)
 
     @app.get("/api/v1/towns/{town}", summary="one town")
-    def town(town: str) -> dict[str, Any]:
+    async def town(town: str) -> dict[str, Any]:
         return town_row(view_of(town), ctx)
 
     @app.get("/api/v1/towns/{town}/samples", summary="a town's loss and RTT over time")
