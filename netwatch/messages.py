@@ -35,7 +35,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, ClassVar, Self, TypeAlias, TypeVar
+from typing import Any, ClassVar, Self, TypeAlias, TypeVar, cast
 
 from netwatch.health.state import PathState as PathState  # part of the contract
 from netwatch.topology.ids import id_problem, is_id
@@ -425,6 +425,43 @@ class MetricsMessage(_Message):
     def _read_body(cls, r: _Reader) -> dict[str, Any]:
         paths = r.mapping("paths", PathSummary.from_dict)
         return {"paths": paths, "probes": r.json_object("probes")}
+
+    def outcomes(self) -> dict[tuple[str, str, str], float]:
+        """The agent's probe counters since it started, by (path, kind,
+        outcome), from `probes["outcomes"]` (see `outcomes_json`). The
+        field is free-form: what is not that shape, with ids for names
+        and counts for values, is left out rather than refused."""
+        found: dict[tuple[str, str, str], float] = {}
+        by_path = self.probes.get("outcomes")
+        if not isinstance(by_path, dict):
+            return found
+        for path, by_kind in by_path.items():
+            if path not in self.paths or not isinstance(by_kind, dict):
+                continue
+            for kind, by_outcome in list(by_kind.items())[:MAX_PROBE_KINDS]:
+                if not is_id(kind) or not isinstance(by_outcome, dict):
+                    continue
+                for outcome, n in list(by_outcome.items())[:MAX_PROBE_OUTCOMES]:
+                    if is_id(outcome) and _is_count(n):
+                        found[(path, kind, outcome)] = float(cast(float, n))
+        return found
+
+
+# Bounds on what one town's summary can add to the fleet's series.
+MAX_PROBE_KINDS = 8
+MAX_PROBE_OUTCOMES = 8
+
+
+def outcomes_json(counts: Mapping[tuple[str, str, str], int]) -> dict[str, JSON]:
+    """`probes["outcomes"]` of a metrics summary: {path: {kind: {outcome: n}}}."""
+    tree: dict[str, dict[str, dict[str, int]]] = {}
+    for (path, kind, outcome), n in sorted(counts.items()):
+        tree.setdefault(path, {}).setdefault(kind, {})[outcome] = n
+    return cast(dict[str, JSON], tree)
+
+
+def _is_count(n: object) -> bool:
+    return isinstance(n, int | float) and not isinstance(n, bool) and 0 <= n < 2**53
 
 
 @dataclass(frozen=True, kw_only=True)

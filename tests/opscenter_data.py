@@ -61,10 +61,17 @@ def event(
     )
 
 
-def metrics(town: str = "nishiki", *, at: datetime = T0, rtt: float = 0.013) -> m.MetricsMessage:
+def metrics(
+    town: str = "nishiki",
+    *,
+    at: datetime = T0,
+    rtt: float = 0.013,
+    probes: dict[str, m.JSON] | None = None,
+) -> m.MetricsMessage:
     return m.MetricsMessage(
         town=town,
         ts=at,
+        probes=probes or {},
         paths={
             "primary": m.PathSummary(state=PathState.UP, loss_ratio=0.0, rtt_p50_s=rtt),
             "backup": m.PathSummary(state=PathState.UP, loss_ratio=0.02, rtt_p50_s=0.03),

@@ -137,6 +137,7 @@ class FakeSink:
     def __init__(self) -> None:
         self.events: list[tuple[float, messages.EventMessage]] = []
         self.states: list[tuple[float, messages.StateMessage]] = []
+        self.summaries: list[messages.MetricsMessage] = []
         self.reconnects = 0
 
     def _now(self) -> float:
@@ -149,7 +150,7 @@ class FakeSink:
         self.events.append((self._now(), message))
 
     def publish_metrics(self, message: messages.MetricsMessage) -> None:
-        return None
+        self.summaries.append(message)
 
     def reconnect(self) -> None:
         self.reconnects += 1
@@ -291,6 +292,27 @@ def test_a_cut_fails_over_and_events_come_before_the_routes() -> None:
         {"town": "nishiki", "from": "primary", "to": "backup", "reason": "failover"},
     )
     assert value == 1.0
+
+
+def test_the_metrics_summary_carries_the_probe_counters_of_the_agents_own_metrics() -> None:
+    async def body(w: World) -> None:
+        await w.until(lambda: len(w.sink.summaries) >= 2, 30.0, "two metrics summaries")
+
+    w = scenario(body)
+    last = w.sink.summaries[-1]
+    outcomes = last.outcomes()
+    assert {(p, k) for p, k, _ in outcomes} == {
+        (p, k) for p in ("primary", "backup") for k in ("icmp", "tcp", "http")
+    }
+    assert outcomes[("primary", "icmp", "ok")] > 0
+    rounds = last.probes["rounds"]
+    assert isinstance(rounds, int) and 0 < rounds <= w.agent.rounds
+    for (path, kind, outcome), sent in outcomes.items():
+        value = w.agent.metrics.registry.get_sample_value(
+            "netwatch_probe_results_total",
+            {"town": "nishiki", "path": path, "kind": kind, "outcome": outcome},
+        )
+        assert value is not None and value >= sent  # the counter runs on after the summary
 
 
 def test_an_event_is_handed_over_at_the_decision_even_while_routes_take_seconds() -> None:

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from netwatch import messages as m
 from netwatch.messages import (
     EventMessage,
     EventType,
@@ -242,3 +243,28 @@ def test_metrics_summarise_a_full_status() -> None:
         "rtt_p95_s",
         "jitter_s",
     }
+
+
+def test_probe_outcomes_round_trip_and_what_is_not_their_shape_is_left_out() -> None:
+    counts = {("primary", "icmp", "ok"): 7, ("backup", "http", "timeout"): 1}
+    paths = {
+        "primary": m.PathSummary(state=PathState.UP),
+        "backup": m.PathSummary(state=PathState.UP),
+    }
+    sent = m.MetricsMessage(
+        town="nishiki", paths=paths, probes={"outcomes": m.outcomes_json(counts)}
+    )
+    got = m.parse(sent.topic, sent.to_json())
+    assert isinstance(got, m.MetricsMessage)
+    assert got.outcomes() == {k: float(n) for k, n in counts.items()}
+    odd: dict[str, m.JSON] = {
+        "outcomes": {
+            "primary": {"icmp": {"ok": 3, "Bad Label": 1, "late": -1, "lost": True}},
+            "elsewhere": {"icmp": {"ok": 9}},  # not a path of the message
+            "backup": "many",
+        }
+    }
+    assert m.MetricsMessage(town="nishiki", paths=paths, probes=odd).outcomes() == {
+        ("primary", "icmp", "ok"): 3.0
+    }
+    assert m.MetricsMessage(town="nishiki", paths=paths, probes={"outcomes": 5}).outcomes() == {}

@@ -8,7 +8,7 @@ import pytest
 from opscenter_data import T0, event, later, metrics, online, state
 
 from netwatch.health.state import PathState
-from netwatch.messages import EventType, Message
+from netwatch.messages import EventType, Message, outcomes_json
 from netwatch.opscenter.fleet import Fleet, Status
 from netwatch.topology import load
 
@@ -140,6 +140,25 @@ def test_metrics_update_the_figures_and_keep_the_state_messages_since(fleet: Fle
     primary = fleet.towns["nishiki"].paths["primary"]
     assert primary.rtt_p50_s == 0.05
     assert primary.since == T0
+
+
+def test_metrics_carry_the_agents_probe_outcomes(fleet: Fleet) -> None:
+    counts = {("primary", "icmp", "ok"): 40, ("primary", "icmp", "timeout"): 2}
+    fleet.apply(metrics(probes={"rounds": 42, "outcomes": outcomes_json(counts)}), NOW)
+    assert fleet.towns["nishiki"].probe_results == {k: float(n) for k, n in counts.items()}
+
+
+def test_route_events_are_counted_and_a_conflict_is_held_until_cleared(fleet: Fleet) -> None:
+    view = fleet.towns["nishiki"]
+    assert view.route_conflict is None  # never reported: no series
+    fleet.apply(event(EventType.ROUTE_REINSTALLED, to="primary"), NOW)
+    fleet.apply(event(EventType.ROUTE_REINSTALLED, to="primary", at=later(1)), NOW)
+    fleet.apply(event(EventType.ROUTE_CONFLICT, to="primary", at=later(2)), NOW)
+    assert view.route_events == {"route_reinstalled": 2, "route_conflict": 1}
+    assert view.route_conflict is True
+    fleet.apply(event(EventType.ROUTE_CONFLICT_CLEARED, to="primary", at=later(3)), NOW)
+    assert view.route_conflict is False
+    assert view.failovers == {}  # none of them moved the traffic
 
 
 def test_drill_and_acceptance_results_are_kept_apart(fleet: Fleet) -> None:

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from opscenter_data import event, later, online, state
+from opscenter_data import event, later, metrics, online, state
 from prometheus_client.parser import text_string_to_metric_families
 
 from netwatch.health.state import PathState
-from netwatch.messages import EventType, utc_now
+from netwatch.messages import EventType, outcomes_json, utc_now
 from netwatch.opscenter.fleet import Fleet
 from netwatch.opscenter.metrics import ServiceMetrics
 from netwatch.opscenter.store import Store
@@ -159,6 +159,26 @@ def test_fleet_metrics_say_a_town_is_on_its_backup(ctx: Context) -> None:
     assert all(n.startswith(("netwatch_fleet_", "netwatch_opscenter_")) for n in m)
 
 
+def test_fleet_metrics_carry_probe_outcomes_and_route_events(ctx: Context) -> None:
+    now = utc_now()
+    counts = {("primary", "icmp", "ok"): 40, ("backup", "tcp", "timeout"): 1}
+    feed(
+        ctx,
+        metrics(at=now, probes={"outcomes": outcomes_json(counts)}),
+        event(EventType.ROUTE_REINSTALLED, at=now, to="primary"),
+        event(EventType.ROUTE_CONFLICT, at=now, to="primary"),
+    )
+    m = families(Client(ctx).get("/metrics").text)
+    probes = {
+        (s[0]["path"], s[0]["kind"], s[0]["outcome"]): s[1]
+        for s in m["netwatch_fleet_probe_results_total"]
+    }
+    assert probes == {k: float(n) for k, n in counts.items()}
+    events = {s[0]["event"]: s[1] for s in m["netwatch_fleet_route_events_total"]}
+    assert events == {"route_reinstalled": 1.0, "route_conflict": 1.0}
+    assert m["netwatch_fleet_route_conflict"] == [({"town": "nishiki"}, 1.0)]
+
+
 def test_a_stale_town_exports_no_figures_and_no_active_path(ctx: Context) -> None:
     on_backup(ctx)
     ctx.clock.now += 60  # type: ignore[attr-defined]
@@ -173,6 +193,9 @@ def test_a_stale_town_exports_no_figures_and_no_active_path(ctx: Context) -> Non
 )
 def test_fleet_metrics_pass_promtool(ctx: Context) -> None:
     on_backup(ctx)
+    counts = {("primary", "icmp", "ok"): 40}
+    feed(ctx, metrics(at=utc_now(), probes={"outcomes": outcomes_json(counts)}))
+    feed(ctx, event(EventType.ROUTE_CONFLICT, at=utc_now(), to="primary"))
     text = Client(ctx).get("/metrics").text
     done = subprocess.run(
         ["promtool", "check", "metrics"], input=text, capture_output=True, text=True, check=False

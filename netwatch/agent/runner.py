@@ -26,6 +26,7 @@ awaited on exit (as aiomqtt does).
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import dataclass
@@ -167,6 +168,7 @@ class Agent:
                 prober.on_late = self._on_late
         self.metrics = AgentMetrics(self.town.id, self.snapshot)
         self._result_counters: dict[tuple[str, str, str], Any] = {}
+        self._result_counts: collections.Counter[tuple[str, str, str]] = collections.Counter()
         self._rtt_histograms: dict[tuple[str, str], Any] = {}
         self.rounds = 0
         # routes
@@ -325,6 +327,7 @@ class Agent:
                 town, path, kind, result.outcome
             )
         counter.inc()
+        self._result_counts[key] += 1
         if result.ok and result.rtt_s is not None:
             histogram = self._rtt_histograms.get((path, kind))
             if histogram is None:
@@ -748,4 +751,8 @@ class Agent:
             if self.sink is not None and now >= next_metrics:
                 next_metrics += self.settings.metrics_period_s
                 state = self._state_message(now)
-                self.sink.publish_metrics(wire.metrics_message(state, {"rounds": self.rounds}))
+                probes: dict[str, messages.JSON] = {
+                    "rounds": self.rounds,
+                    "outcomes": messages.outcomes_json(self._result_counts),
+                }
+                self.sink.publish_metrics(wire.metrics_message(state, probes))

@@ -81,6 +81,13 @@ class PathView:
         )
 
 
+# Events the fleet counts per town: the agent met the kernel's tables
+# other than it left them.
+ROUTE_EVENTS = frozenset(
+    {EventType.ROUTE_REINSTALLED, EventType.ROUTE_CONFLICT, EventType.ROUTE_ERROR}
+)
+
+
 @dataclass(frozen=True)
 class Failover:
     """The last move of a town's traffic (a failover, failback or switch)."""
@@ -106,6 +113,9 @@ class TownView:
     last_failover: Failover | None = None
     backup_since: datetime | None = None
     failovers: dict[tuple[str, str, str], int] = field(default_factory=dict)  # from, to, kind
+    route_events: dict[str, int] = field(default_factory=dict)  # by event type (ROUTE_EVENTS)
+    route_conflict: bool | None = None  # None: never reported
+    probe_results: dict[tuple[str, str, str], float] = field(default_factory=dict)
     drill: EventMessage | None = None
     acceptance: EventMessage | None = None
     version: int = 0  # bumped on every change, for live updates
@@ -250,6 +260,14 @@ class Fleet:
                     last.reason,
                     message.duration_s,
                 )
+        elif message.event in ROUTE_EVENTS:
+            view.route_events[message.event.value] = (
+                view.route_events.get(message.event.value, 0) + 1
+            )
+            if message.event is EventType.ROUTE_CONFLICT:
+                view.route_conflict = True
+        elif message.event is EventType.ROUTE_CONFLICT_CLEARED:
+            view.route_conflict = False
         elif message.event is EventType.DRILL_RESULT:
             if details.get("kind") == "acceptance":
                 view.acceptance = message
@@ -266,4 +284,5 @@ class Fleet:
                 damped=old.damped if old else False,
                 since=old.since if old else None,
             )
+        view.probe_results = message.outcomes()
         return True

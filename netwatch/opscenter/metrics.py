@@ -85,6 +85,23 @@ class _FleetCollector(Collector):
         all_down = g(
             "netwatch_fleet_all_paths_down", "1 while no path of the town works", labels=town_l
         )
+        probes = CounterMetricFamily(
+            "netwatch_fleet_probe_results",
+            "the agent's probes by path, kind and outcome, from its metrics summaries",
+            labels=[*path_l, "kind", "outcome"],
+        )
+        route_events = CounterMetricFamily(
+            "netwatch_fleet_route_events",
+            "the agent found the kernel's routes other than it left them: "
+            "route_reinstalled, route_conflict, route_error",
+            labels=[*town_l, "event"],
+        )
+        conflict = g(
+            "netwatch_fleet_route_conflict",
+            "1 while another protocol's route sits on one of the town's prefixes "
+            "(only for towns that ever reported one)",
+            labels=town_l,
+        )
         towns = g("netwatch_fleet_towns", "towns by status", labels=["status"])
         counts = dict.fromkeys(Status, 0)
         for view in fleet:
@@ -100,6 +117,12 @@ class _FleetCollector(Collector):
                 failovers.add_metric([t, *key], float(n))
             if view.last_failover is not None and view.last_failover.outage_s is not None:
                 last.add_metric([t], view.last_failover.outage_s)
+            for (via, kind, outcome), count in view.probe_results.items():
+                probes.add_metric([t, via, kind, outcome], count)
+            for event, times in view.route_events.items():
+                route_events.add_metric([t, event], float(times))
+            if view.route_conflict is not None:
+                conflict.add_metric([t], 1.0 if view.route_conflict else 0.0)
             known = current not in (Status.UNKNOWN, Status.OFFLINE)
             all_down.add_metric([t], 1.0 if known and view.all_down else 0.0)
             on_backup = view.on_backup_s(wall) if known else None
@@ -136,6 +159,9 @@ class _FleetCollector(Collector):
             last,
             backup,
             all_down,
+            probes,
+            route_events,
+            conflict,
             towns,
         )
 
