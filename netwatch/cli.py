@@ -10,6 +10,7 @@ from netwatch import check
 from netwatch.agent import cli as agent_cli
 from netwatch.errors import EXIT_ERROR, run_handler
 from netwatch.lab import cli as lab_cli
+from netwatch.monitoring import cli as monitoring_cli
 from netwatch.opscenter import cli as opscenter_cli
 
 
@@ -27,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     lab_cli.add_parser(subparsers)
     agent_cli.add_parser(subparsers)
     opscenter_cli.add_parser(subparsers)
+    monitoring_cli.add_parser(subparsers)
     return parser
 
 

@@ -3,6 +3,7 @@
 from netwatch.topology.loader import DEFAULT_PATH, TopologyError, load, load_for_command, loads
 from netwatch.topology.model import (
     TRANSACTIONS,
+    Alerts,
     Datacenter,
     HostPort,
     Lab,
@@ -23,6 +24,7 @@ from netwatch.topology.source import Problem
 __all__ = [
     "DEFAULT_PATH",
     "TRANSACTIONS",
+    "Alerts",
     "Datacenter",
     "HostPort",
     "Lab",

@@ -180,6 +180,24 @@ class Opscenter(Model):
     address: IPv4Address
     mqtt: MqttUrl
     prometheus: HttpUrl
+    grafana: HttpUrl = "http://127.0.0.1:3000"  # the alerts' dashboard_url points here
+
+
+# --- alerts -----------------------------------------------------------------
+
+
+class Alerts(Model):
+    """When the operations center's Prometheus alerts: the rules under
+    deploy/prometheus/ are generated from these (`netwatch dashboards`)."""
+
+    path_down_for: Annotated[Duration, Field(ge=0)] = 60.0
+    on_backup_after: Annotated[Duration, Field(gt=0)] = 900.0
+    all_down_for: Annotated[Duration, Field(ge=0)] = 0.0
+    stale_for: Annotated[Duration, Field(ge=0)] = 120.0  # offline or unknown
+    flapping_per_hour: PositiveInt = 4  # failovers of one town within an hour
+    route_event_window: Annotated[Duration, Field(gt=0)] = 900.0  # a reinstalled route shows
+    opscenter_down_for: Annotated[Duration, Field(ge=0)] = 60.0
+    acceptance_window: Annotated[Duration, Field(gt=0)] = 21600.0  # a failed verdict shows
 
 
 # --- probe policy -----------------------------------------------------------
@@ -317,6 +335,7 @@ class Lab(Model):
     profiles: dict[str, LinkProfile]
     nodes: dict[str, LabNode]
     links: tuple[LabLink, ...]
+    alerts: Alerts = Alerts()  # only the keys given replace the topology's `alerts`
 
 
 class Topology(Model):
@@ -326,6 +345,7 @@ class Topology(Model):
     opscenter: Opscenter
     policy: Policy
     loadtest: LoadTest
+    alerts: Alerts = Alerts()
     lab: Lab
 
     def town(self, town_id: str) -> Town:
@@ -334,6 +354,12 @@ class Topology(Model):
                 return town
         known = ", ".join(t.id for t in self.towns)
         raise KeyError(f"unknown town {town_id!r} (known: {known})")
+
+    @property
+    def lab_alerts(self) -> Alerts:
+        """`alerts` with the lab's shorter waits (the keys `lab.alerts` sets)."""
+        given = self.lab.alerts.model_dump(include=self.lab.alerts.model_fields_set)
+        return self.alerts.model_copy(update=given)
 
     @property
     def routed_prefixes(self) -> tuple[IPv4Network, ...]:

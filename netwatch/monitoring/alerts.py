@@ -1,0 +1,187 @@
+"""The operations center's Prometheus alert rules, from topology.yaml's
+`alerts` (the thresholds live there, not only in the rules).
+
+Conventions of the monitoring mixins: CamelCase names with one prefix
+(`Netwatch`), a `severity` label (critical: someone acts now; warning:
+someone looks today; info: worth knowing), a static `summary`, a
+templated `description`, and a `dashboard_url` to the town's dashboard.
+What to do when each fires is in the README ("Alerts").
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from netwatch.monitoring import DRILLS_UID, FLEET_UID, TOWN_UID
+from netwatch.monitoring import promql as q
+from netwatch.topology import Alerts, Topology
+
+OPSCENTER_JOB = "netwatch-opscenter"
+LOADPROBE_JOB = "loadprobe"
+
+
+def prom_duration(seconds: float) -> str:
+    """Prometheus's duration syntax: whole units only (90s, 15m, 1500ms)."""
+    ms = round(seconds * 1000)
+    for unit, size in (("h", 3_600_000), ("m", 60_000), ("s", 1000)):
+        if ms >= size and ms % size == 0:
+            return f"{ms // size}{unit}"
+    return f"{ms}ms" if ms else "0s"
+
+
+def _appeared(series: str, window: str) -> str:
+    """A counter moved within `window`: it changed, or its series is new
+    (a counter's first event creates it at 1, which `changes` cannot see)."""
+    return f"(changes({series}[{window}]) > 0) or ({series} unless {series} offset {window})"
+
+
+def rules(topo: Topology, alerts: Alerts) -> dict[str, Any]:
+    """The rule file, as YAML-ready data."""
+    grafana = topo.opscenter.grafana.rstrip("/")
+    town_url = f"{grafana}/d/{TOWN_UID}?var-town={{{{ $labels.town }}}}"
+    fleet_url = f"{grafana}/d/{FLEET_UID}"
+    route = prom_duration(alerts.route_event_window)
+
+    def rule(
+        name: str,
+        expr: str,
+        severity: str,
+        summary: str,
+        description: str,
+        *,
+        wait: float = 0.0,
+        url: str = town_url,
+    ) -> dict[str, Any]:
+        out: dict[str, Any] = {"alert": f"Netwatch{name}", "expr": expr}
+        if wait:
+            out["for"] = prom_duration(wait)
+        out["labels"] = {"severity": severity}
+        out["annotations"] = {
+            "summary": summary,
+            "description": description,
+            "dashboard_url": url,
+        }
+        return out
+
+    town_rules = [
+        rule(
+            "PathDown",
+            q.selector("netwatch_fleet_path_state", state="down") + " == 1",
+            "warning",
+            "A path of a town is down.",
+            "{{ $labels.town }}: the {{ $labels.path }} path has been DOWN for more than "
+            f"{prom_duration(alerts.path_down_for)}; the town runs without redundancy.",
+            wait=alerts.path_down_for,
+        ),
+        rule(
+            "TownOnBackup",
+            f"netwatch_fleet_on_backup_seconds >= {alerts.on_backup_after:g}",
+            "warning",
+            "A town runs on its backup path.",
+            "{{ $labels.town }} has been off its primary path for "
+            "{{ $value | humanizeDuration }} (the line is "
+            f"{prom_duration(alerts.on_backup_after)}).",
+        ),
+        rule(
+            "AllPathsDown",
+            "netwatch_fleet_all_paths_down == 1",
+            "critical",
+            "A town has lost every path to the data center.",
+            "{{ $labels.town }}: no path to the data center works; its counters cannot reach "
+            "the shared system.",
+            wait=alerts.all_down_for,
+        ),
+        rule(
+            "Flapping",
+            "sum by (town) (increase("
+            + q.selector("netwatch_fleet_failovers_total", reason="failover")
+            + f"[1h])) >= {alerts.flapping_per_hour}",
+            "warning",
+            "A town fails over again and again.",
+            '{{ $labels.town }} failed over {{ $value | printf "%.0f" }} times in the last '
+            f"hour (the line is {alerts.flapping_per_hour}): a primary that keeps coming back "
+            "and failing.",
+        ),
+        rule(
+            "TownOffline",
+            q.selector("netwatch_fleet_town_status", status="offline") + " == 1",
+            "warning",
+            "A town's agent is offline.",
+            "{{ $labels.town }}: the agent's Last Will says it lost the broker "
+            f"{prom_duration(alerts.stale_for)} ago or more; nobody watches that town's paths.",
+            wait=alerts.stale_for,
+        ),
+        rule(
+            "TownUnknown",
+            q.selector("netwatch_fleet_town_status", status="unknown") + " == 1",
+            "warning",
+            "A town has not been heard from.",
+            "{{ $labels.town }}: no message reached the operations center for longer than its "
+            "stale age; what the town does is unknown.",
+            wait=alerts.stale_for,
+        ),
+        rule(
+            "RouteReinstalled",
+            _appeared(
+                q.selector("netwatch_fleet_route_events_total", event="route_reinstalled"), route
+            ),
+            "info",
+            "A town's agent put back a route that something removed.",
+            "{{ $labels.town }}: a route netwatch manages was missing or wrong and was put "
+            f"back within the last {route}; something else edits that router's tables.",
+        ),
+        rule(
+            "RouteConflict",
+            "netwatch_fleet_route_conflict == 1",
+            "warning",
+            "Another route sits on a prefix a town's agent manages.",
+            "{{ $labels.town }}: a route of another protocol holds one of the data-center "
+            "prefixes; the agent leaves it alone, so failover cannot move that prefix.",
+        ),
+        rule(
+            "RouteChangeFailed",
+            _appeared(q.selector("netwatch_fleet_route_events_total", event="route_error"), route),
+            "warning",
+            "A town's agent could not change its routes.",
+            f"{{{{ $labels.town }}}}: a route change failed within the last {route} (the agent "
+            "retries with back-off); the kernel may not carry the path the agent chose.",
+        ),
+    ]
+    service_rules = [
+        rule(
+            "OpscenterDown",
+            f'up{{job="{OPSCENTER_JOB}"}} == 0',
+            "critical",
+            "Prometheus cannot scrape the operations center.",
+            "The operations center's fleet endpoint ({{ $labels.instance }}) does not answer: "
+            "every town's dashboard and alert is blind.",
+            wait=alerts.opscenter_down_for,
+            url=fleet_url,
+        ),
+        rule(
+            "OpscenterBrokerDisconnected",
+            "netwatch_opscenter_mqtt_connected == 0",
+            "critical",
+            "The operations center has lost the MQTT broker.",
+            "The operations center is not subscribed to the broker; the fleet it shows is the "
+            "last known and ages into unknown.",
+            wait=alerts.opscenter_down_for,
+            url=fleet_url,
+        ),
+        rule(
+            "AcceptanceFailed",
+            f"last_over_time(loadprobe_verdict_pass[{prom_duration(alerts.acceptance_window)}])"
+            " == 0",
+            "warning",
+            "An acceptance load test failed its SLA.",
+            "{{ $labels.town }}: the last loadprobe run (path {{ $labels.path }}) failed at "
+            "least one SLA threshold; see its report before the cutover.",
+            url=f"{grafana}/d/{DRILLS_UID}?var-town={{{{ $labels.town }}}}",
+        ),
+    ]
+    return {
+        "groups": [
+            {"name": "netwatch-towns", "rules": town_rules},
+            {"name": "netwatch-services", "rules": service_rules},
+        ]
+    }

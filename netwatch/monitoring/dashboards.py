@@ -1,0 +1,645 @@
+"""The operations center's Grafana dashboards, built from topology.yaml
+with grafana-foundation-sdk (a development dependency: the committed JSON
+under dashboards/ is the product).
+
+Three dashboards, each with a fixed uid, a Prometheus datasource variable
+every panel uses, and a `town` variable listing the towns in cutover
+order with their Japanese names:
+
+- the fleet overview: one row per town (repeated over `town`) and the
+  state timelines of every town's status and active path;
+- one town in detail: each path's state, RTT, loss, jitter and probe
+  outcomes, failovers as annotations;
+- drills and acceptance: loadprobe's live metrics and verdicts.
+
+Panels read the operations center's fleet endpoint (`netwatch_fleet_*`)
+and loadprobe (`loadprobe_*`): never a town's agent, which sits behind the
+WAN being watched.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from grafana_foundation_sdk.builders import prometheus as prom
+from grafana_foundation_sdk.builders import stat, statetimeline, timeseries
+from grafana_foundation_sdk.builders.dashboard import (
+    AnnotationQuery,
+    CustomVariable,
+    Dashboard,
+    DashboardLink,
+    DatasourceVariable,
+    Row,
+    ThresholdsConfig,
+)
+from grafana_foundation_sdk.cog.encoder import JSONEncoder
+from grafana_foundation_sdk.models import dashboard as model
+from grafana_foundation_sdk.models.common import BigValueColorMode, BigValueTextMode, VisibilityMode
+
+from netwatch.monitoring import DATASOURCE_UID, DRILLS_UID, FLEET_UID, TOWN_UID
+from netwatch.monitoring import promql as q
+from netwatch.topology import Topology
+
+GRAFANA_VERSION = "11.6"  # what grafana-foundation-sdk's pinned release targets
+DATASOURCE = model.DataSourceRef(type_val="prometheus", uid="${datasource}")
+TAGS = ["netwatch"]
+
+
+def _target(
+    expr: str, legend: str = "", *, ref: str = "A", instant: bool = False
+) -> prom.Dataquery:
+    t = prom.Dataquery().expr(expr).ref_id(ref).datasource(DATASOURCE)
+    if legend:
+        t = t.legend_format(legend)
+    return t.instant() if instant else t.range()
+
+
+def _mappings(codes: Mapping[str, tuple[int, str]]) -> list[model.ValueMapping]:
+    return [
+        model.ValueMap(
+            options={
+                str(code): model.ValueMappingResult(text=text, color=colour, index=i)
+                for i, (text, (code, colour)) in enumerate(codes.items())
+            }
+        )
+    ]
+
+
+PATH_STATE_MAPPINGS = _mappings(
+    {s.wire: code for s, code in q.PATH_STATE_CODES.items()}  # UP, DEGRADED, DOWN
+)
+STATUS_MAPPINGS = _mappings({s.value: code for s, code in q.STATUS_CODES.items()})
+ONLINE_MAPPINGS = _mappings({"offline": (0, "red"), "online": (1, "green")})
+VERDICT_MAPPINGS = _mappings({"FAIL": (0, "red"), "PASS": (1, "green")})
+
+
+def _path_mappings(topo: Topology) -> list[model.ValueMapping]:
+    codes = q.path_codes(topo)
+    colours = q.PATH_COLOURS
+    return _mappings({n: (c, colours[min(c - 1, len(colours) - 1)]) for n, c in codes.items()})
+
+
+def _steps(*steps: tuple[float | None, str]) -> ThresholdsConfig:
+    return (
+        ThresholdsConfig()
+        .mode(model.ThresholdsMode.ABSOLUTE)
+        .steps([model.Threshold(value=v, color=c) for v, c in steps])
+    )
+
+
+def _stat(
+    title: str,
+    description: str,
+    unit: str,
+    *targets: prom.Dataquery,
+    width: int,
+    height: int = 4,
+    mappings: list[model.ValueMapping] | None = None,
+    thresholds: ThresholdsConfig | None = None,
+    text_mode: BigValueTextMode = BigValueTextMode.AUTO,
+) -> stat.Panel:
+    panel = (
+        stat.Panel()
+        .title(title)
+        .description(description)
+        .datasource(DATASOURCE)
+        .unit(unit)
+        .span(width)
+        .height(height)
+        .text_mode(text_mode)
+        .color_mode(BigValueColorMode.BACKGROUND if mappings else BigValueColorMode.VALUE)
+        .targets(list(targets))
+    )
+    if mappings:
+        panel = panel.mappings(mappings)
+    if thresholds is not None:
+        panel = panel.thresholds(thresholds)
+    return panel
+
+
+def _timeline(
+    title: str,
+    description: str,
+    target: prom.Dataquery,
+    mappings: list[model.ValueMapping],
+    *,
+    height: int,
+) -> statetimeline.Panel:
+    return (
+        statetimeline.Panel()
+        .title(title)
+        .description(description)
+        .datasource(DATASOURCE)
+        .unit("none")
+        .span(24)
+        .height(height)
+        .mappings(mappings)
+        .show_value(VisibilityMode.AUTO)
+        .merge_values(True)
+        .with_target(target)
+    )
+
+
+def _series(
+    title: str,
+    description: str,
+    unit: str,
+    *targets: prom.Dataquery,
+    width: int = 12,
+    height: int = 8,
+    minimum: float | None = 0,
+) -> timeseries.Panel:
+    panel = (
+        timeseries.Panel()
+        .title(title)
+        .description(description)
+        .datasource(DATASOURCE)
+        .unit(unit)
+        .span(width)
+        .height(height)
+        .targets(list(targets))
+    )
+    return panel.min(minimum) if minimum is not None else panel
+
+
+def _variables(topo: Topology, *, multi: bool) -> list[Any]:
+    towns = sorted(topo.towns, key=lambda t: t.cutover_week)
+    options = [model.VariableOption(text=f"{t.name} {t.id}", value=t.id) for t in towns]
+    town = (
+        CustomVariable("town")
+        .label("Town")
+        .description("towns in cutover order (topology.yaml)")
+        .values(",".join(f"{o.text} : {o.value}" for o in options))
+        .options(options)
+        .multi(multi)
+        .include_all(multi)
+    )
+    if multi:
+        town = town.current(
+            model.VariableOption(text="All", value="$__all", selected=True)
+        ).all_value(  # one regex, as the panels' town=~"$town" expects
+            "|".join(t.id for t in towns)
+        )
+    else:
+        first = options[0]
+        town = town.current(model.VariableOption(text=first.text, value=first.value, selected=True))
+    datasource = (
+        DatasourceVariable("datasource")
+        .label("Prometheus")
+        .description("the operations center's Prometheus")
+        .type("prometheus")
+        .current(model.VariableOption(text="netwatch", value=DATASOURCE_UID, selected=True))
+    )
+    return [datasource, town]
+
+
+def _dashboard(uid: str, title: str, description: str, topo: Topology, *, multi: bool) -> Dashboard:
+    d = (
+        Dashboard(title)
+        .uid(uid)
+        .description(description)
+        .tags(TAGS)
+        .editable()
+        .refresh("10s")
+        .time("now-3h", "now")
+        .timezone("browser")
+        .tooltip(model.DashboardCursorSync.CROSSHAIR)
+        .link(
+            DashboardLink("netwatch")
+            .type(model.DashboardLinkType.DASHBOARDS)
+            .tags(TAGS)
+            .as_dropdown(True)
+            .include_vars(True)
+            .keep_time(True)
+        )
+    )
+    for variable in _variables(topo, multi=multi):
+        d = d.with_variable(variable)
+    return d
+
+
+# -- the fleet overview --------------------------------------------------------
+
+
+def fleet_overview(topo: Topology) -> Dashboard:
+    t = "=~$town"  # a regex: the variable allows several towns and All
+    d = _dashboard(
+        FLEET_UID,
+        "netwatch / Fleet overview",
+        "Every town at a glance, in cutover order: is it online, which path carries "
+        "its traffic, how its paths are, how long it has been on its backup.",
+        topo,
+        multi=True,
+    )
+    d = d.with_row(Row("Every town"))
+    d = d.with_panel(
+        _timeline(
+            "Town status",
+            "ok, degraded, backup (off its primary), all_down, unknown (silent longer than "
+            "the operations center's stale age) or offline (its agent's Last Will)",
+            _target(q.town_status("town", town=t), "{{town}}"),
+            STATUS_MAPPINGS,
+            height=2 + 2 * len(topo.towns),
+        )
+    )
+    d = d.with_panel(
+        _timeline(
+            "Active path",
+            "the path carrying each town's traffic; empty while the town is unknown or offline",
+            _target(q.active_path(topo, "town", town=t), "{{town}}"),
+            _path_mappings(topo),
+            height=2 + 2 * len(topo.towns),
+        )
+    )
+    d = d.with_row(Row("${town:text}").repeat("town"))
+    one = "=~$town"  # inside the repeated row $town is one town
+    paths = q.path_names(topo)
+    path_width = max(1, 4 // len(paths))
+    d = d.with_panel(
+        _stat(
+            "Online",
+            "1 while the town's agent is connected to the broker and fresh",
+            "none",
+            _target(q.selector("netwatch_fleet_town_online", town=one), instant=True),
+            width=2,
+            mappings=ONLINE_MAPPINGS,
+        )
+    )
+    d = d.with_panel(
+        _stat(
+            "Status",
+            "the town's status as the operations center derives it",
+            "none",
+            _target(q.town_status("town", town=one), instant=True),
+            width=3,
+            mappings=STATUS_MAPPINGS,
+        )
+    )
+    d = d.with_panel(
+        _stat(
+            "Path in use",
+            "the path carrying the town's traffic (No data: unknown or offline)",
+            "none",
+            _target(q.active_path(topo, "town", town=one), instant=True),
+            width=3,
+            mappings=_path_mappings(topo),
+        )
+    )
+    for name in paths:
+        d = d.with_panel(
+            _stat(
+                name.capitalize(),
+                f"the {name} path's health state, as its agent measures it",
+                "none",
+                _target(q.path_state("town", town=one, path=name), instant=True),
+                width=path_width,
+                mappings=PATH_STATE_MAPPINGS,
+            )
+        )
+    d = d.with_panel(
+        _stat(
+            "Loss",
+            "probe loss over the agent's window, per path",
+            "percentunit",
+            _target(
+                q.selector("netwatch_fleet_path_loss_ratio", town=one), "{{path}}", instant=True
+            ),
+            width=3,
+            thresholds=_steps((None, "green"), (0.05, "orange"), (0.35, "red")),
+        )
+    )
+    d = d.with_panel(
+        _stat(
+            "RTT p50",
+            "median probe round trip over the agent's window, per path",
+            "s",
+            _target(
+                q.selector("netwatch_fleet_path_rtt_p50_seconds", town=one),
+                "{{path}}",
+                instant=True,
+            ),
+            width=3,
+        )
+    )
+    d = d.with_panel(
+        _stat(
+            "Time on backup",
+            "how long the town has been off its primary path (0 on the primary)",
+            "dtdurations",
+            _target(q.selector("netwatch_fleet_on_backup_seconds", town=one), instant=True),
+            width=3,
+            thresholds=_steps((None, "green"), (1, "orange")),
+        )
+    )
+    d = d.with_panel(
+        _stat(
+            "Failovers",
+            "moves off the primary in the dashboard's time range",
+            "short",
+            _target(_failovers_in_range(one), instant=True),
+            width=24 - 2 - 3 - 3 - path_width * len(paths) - 3 - 3 - 3,
+            thresholds=_steps((None, "green"), (1, "orange")),
+        )
+    )
+    return d
+
+
+def _failovers_in_range(town: str) -> str:
+    moves = q.selector("netwatch_fleet_failovers_total", town=town, reason="failover")
+    # No series until a town's first failover: 0, not "No data".
+    return f"sum(increase({moves}[$__range])) or vector(0)"
+
+
+# -- one town ----------------------------------------------------------------
+
+
+def town_detail(topo: Topology) -> Dashboard:
+    one = "$town"
+    d = _dashboard(
+        TOWN_UID,
+        "netwatch / Town detail",
+        "One town's paths as its agent measures them: state, round trip, loss, jitter, "
+        "probe outcomes; failovers as annotations.",
+        topo,
+        multi=False,
+    )
+    d = d.annotation(
+        AnnotationQuery()
+        .name("Failovers")
+        .datasource(DATASOURCE)
+        .enable(True)
+        .icon_color("red")
+        .expr(_failover_annotation(one))
+    )
+    d = d.with_row(Row("Now"))
+    d = d.with_panel(
+        _stat(
+            "Status",
+            "the town's status as the operations center derives it",
+            "none",
+            _target(q.town_status("town", town=one), instant=True),
+            width=4,
+            mappings=STATUS_MAPPINGS,
+        )
+    )
+    d = d.with_panel(
+        _stat(
+            "Path in use",
+            "the path carrying the town's traffic (No data: unknown or offline)",
+            "none",
+            _target(q.active_path(topo, "town", town=one), instant=True),
+            width=4,
+            mappings=_path_mappings(topo),
+        )
+    )
+    d = d.with_panel(
+        _stat(
+            "Time on backup",
+            "how long the town has been off its primary path (0 on the primary)",
+            "dtdurations",
+            _target(q.selector("netwatch_fleet_on_backup_seconds", town=one), instant=True),
+            width=4,
+            thresholds=_steps((None, "green"), (1, "orange")),
+        )
+    )
+    d = d.with_panel(
+        _stat(
+            "Last failover outage",
+            "the last failover: from the fault suspected to the routes applied",
+            "s",
+            _target(
+                q.selector("netwatch_fleet_last_failover_duration_seconds", town=one)
+                + " or vector(0)",
+                instant=True,
+            ),
+            width=4,
+            thresholds=_steps((None, "green"), (1, "orange"), (5, "red")),
+        )
+    )
+    d = d.with_panel(
+        _stat(
+            "Failovers",
+            "moves off the primary in the dashboard's time range",
+            "short",
+            _target(_failovers_in_range(one), instant=True),
+            width=4,
+            thresholds=_steps((None, "green"), (1, "orange")),
+        )
+    )
+    d = d.with_panel(
+        _stat(
+            "Last message",
+            "seconds since the town's last message reached the operations center",
+            "s",
+            _target(q.selector("netwatch_fleet_last_message_age_seconds", town=one), instant=True),
+            width=4,
+            thresholds=_steps((None, "green"), (10, "orange"), (60, "red")),
+        )
+    )
+    d = d.with_row(Row("Paths"))
+    d = d.with_panel(
+        _timeline(
+            "Path state",
+            "each path's health: UP, DEGRADED (UP beyond the degraded lines), DOWN",
+            _target(q.path_state("path", town=one), "{{path}}"),
+            PATH_STATE_MAPPINGS,
+            height=2 + 2 * len(q.path_names(topo)),
+        )
+    )
+    d = d.with_panel(
+        _timeline(
+            "Active path",
+            "the path carrying the town's traffic",
+            _target(q.active_path(topo, "town", town=one), "in use"),
+            _path_mappings(topo),
+            height=3,
+        )
+    )
+    d = d.with_row(Row("Measurements"))
+    d = d.with_panel(
+        _series(
+            "RTT p50 and p95",
+            "probe round trip over the agent's window, per path",
+            "s",
+            _target(q.selector("netwatch_fleet_path_rtt_p50_seconds", town=one), "{{path}} p50"),
+            _target(
+                q.selector("netwatch_fleet_path_rtt_p95_seconds", town=one), "{{path}} p95", ref="B"
+            ),
+        )
+    )
+    d = d.with_panel(
+        _series(
+            "Loss",
+            "probe loss over the agent's window, per path (round trips: 10 % each way is 19 %)",
+            "percentunit",
+            _target(q.selector("netwatch_fleet_path_loss_ratio", town=one), "{{path}}"),
+        )
+    )
+    d = d.with_panel(
+        _series(
+            "Jitter",
+            "variation of the probe round trip over the agent's window, per path",
+            "s",
+            _target(q.selector("netwatch_fleet_path_jitter_seconds", town=one), "{{path}}"),
+        )
+    )
+    d = d.with_panel(
+        _series(
+            "Probe outcomes by kind",
+            "probes a second per path, kind (icmp, tcp, http) and outcome, "
+            "from the agent's metrics summaries",
+            "ops",
+            _target(
+                "sum by (path, kind, outcome) (rate("
+                + q.selector("netwatch_fleet_probe_results_total", town=one)
+                + "[$__rate_interval]))",
+                "{{path}} {{kind}} {{outcome}}",
+            ),
+        )
+    )
+    return d
+
+
+def _failover_annotation(town: str) -> str:
+    moves = q.selector("netwatch_fleet_failovers_total", town=town)
+    # A counter's first move creates its series, which `changes` cannot see.
+    return f"changes({moves}[$__interval]) > 0 or ({moves} unless {moves} offset $__interval)"
+
+
+# -- drills and acceptance -----------------------------------------------------
+
+
+def drills(topo: Topology) -> Dashboard:
+    one = "$town"
+    d = _dashboard(
+        DRILLS_UID,
+        "netwatch / Drills and acceptance",
+        "The 10-terminal acceptance test (loadprobe) while it runs, and its verdicts: "
+        "transaction times, failures, terminals, degradation against the baseline.",
+        topo,
+        multi=False,
+    )
+    d = d.with_row(Row("Acceptance test (loadprobe)"))
+    d = d.with_panel(
+        _stat(
+            "Last verdict",
+            "the last loadprobe run's verdict in the time range: every SLA threshold held",
+            "none",
+            _target(
+                f"last_over_time({q.selector('loadprobe_verdict_pass', town=one)}[$__range])",
+                "{{path}}",
+                instant=True,
+            ),
+            width=6,
+            mappings=VERDICT_MAPPINGS,
+        )
+    )
+    d = d.with_panel(
+        _stat(
+            "Degradation factor",
+            "p95 on this run's path / p95 of the baseline run, per transaction (last run "
+            "with a baseline in the time range); the SLA allows max_degradation",
+            "x",
+            _target(
+                "last_over_time("
+                + q.selector("loadprobe_degradation_factor", town=one)
+                + "[$__range])",
+                "{{transaction}}",
+                instant=True,
+            ),
+            width=12,
+            thresholds=_steps((None, "green"), (2, "orange"), (4, "red")),
+        )
+    )
+    d = d.with_panel(
+        _stat(
+            "Thresholds failed",
+            "SLA thresholds that did not hold in the last run in the time range",
+            "short",
+            _target(
+                "count(last_over_time("
+                + q.selector("loadprobe_threshold_pass", town=one)
+                + "[$__range]) == 0) or vector(0)",
+                instant=True,
+            ),
+            width=6,
+            thresholds=_steps((None, "green"), (1, "red")),
+        )
+    )
+    d = d.with_panel(
+        _series(
+            "Transaction p95",
+            "95th percentile of the successful transactions' durations, per transaction",
+            "s",
+            _target(
+                "histogram_quantile(0.95, sum by (le, transaction) (rate("
+                + q.selector("loadprobe_transaction_duration_seconds_bucket", town=one)
+                + "[$__rate_interval])))",
+                "{{transaction}}",
+            ),
+        )
+    )
+    d = d.with_panel(
+        _series(
+            "Transaction failures",
+            "failed transactions a second, per transaction",
+            "ops",
+            _target(
+                "sum by (transaction) (rate("
+                + q.selector("loadprobe_transaction_failures_total", town=one)
+                + "[$__rate_interval]))",
+                "{{transaction}}",
+            ),
+        )
+    )
+    d = d.with_panel(
+        _series(
+            "Active terminals",
+            "simulated terminals running the workflow",
+            "short",
+            _target(q.selector("loadprobe_active_terminals", town=one), "{{path}}"),
+        )
+    )
+    d = d.with_panel(
+        _series(
+            "Transactions",
+            "completed transactions a second, per transaction",
+            "ops",
+            _target(
+                "sum by (transaction) (rate("
+                + q.selector("loadprobe_transactions_total", town=one)
+                + "[$__rate_interval]))",
+                "{{transaction}}",
+            ),
+        )
+    )
+    return d
+
+
+# -- output --------------------------------------------------------------------
+
+BUILDERS = {
+    "fleet-overview.json": fleet_overview,
+    "town-detail.json": town_detail,
+    "drills-acceptance.json": drills,
+}
+
+
+def render(topo: Topology) -> dict[str, str]:
+    """File name -> dashboard JSON, byte-stable (sorted keys)."""
+    out = {}
+    for name, build in BUILDERS.items():
+        built = build(topo).build()
+        data = json.loads(JSONEncoder().encode(built))
+        _number(data.get("panels", []))
+        out[name] = json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    return out
+
+
+def _number(panels: Sequence[dict[str, Any]]) -> None:
+    # Fixed ids in layout order (the builder leaves 0 or none): links to a
+    # panel (?viewPanel=N) keep working across regenerations.
+    for i, panel in enumerate(panels, start=1):
+        panel["id"] = i
