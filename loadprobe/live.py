@@ -33,6 +33,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 
 from loadprobe import verdict
 from loadprobe.samples import Record, RequestRecord, TxRecord, UsersRecord
+from netwatch.topology import TRANSACTIONS
 
 DEFAULT_PORT = 9472
 BUCKETS = (
@@ -118,6 +119,16 @@ class LiveMetrics:
         self.path = path
         self.running.labels(self.town, path).set(1)
         self.terminals.labels(self.town, path).set(0)
+        # Every transaction's counters from 0: a run without failures still
+        # has a failure series (a rate of 0), and the first one is a change.
+        for name in TRANSACTIONS:
+            for family in (
+                self.transactions,
+                self.tx_failures,
+                self.requests,
+                self.request_failures,
+            ):
+                family.labels(self.town, path, name)
 
     def feed(self, records: Iterable[Record]) -> None:
         town, path = self.town, self.path

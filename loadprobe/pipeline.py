@@ -10,6 +10,7 @@ modules): only argparse and the standard library at module level here.
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import hashlib
 import os
@@ -180,6 +181,12 @@ def add_options(parser: argparse.ArgumentParser, *, compare: bool) -> None:
         help="keep the endpoint up this long after the verdict, for a last scrape (0)",
     )
     parser.add_argument(
+        "--lab-run-dir",
+        metavar="DIR",
+        help="the lab's run directory, where its Prometheus finds this run's endpoint "
+        "(default: topology.yaml's lab.run_dir, as for `netwatch lab`)",
+    )
+    parser.add_argument(
         "--no-lab",
         action="store_true",
         help="run on this host even if the town's lab namespace (nw-TOWN) exists",
@@ -256,18 +263,58 @@ def prepare(args: argparse.Namespace, kind: str) -> Context:
     ctx = Context(args, topology_path, topo, town, scenario, password, netns, report_dir)
     if not args.no_metrics:
         from loadprobe.live import LiveMetrics
+        from netwatch.emulator.netns import entered
 
         metrics = LiveMetrics(town.id)
+        ops = _lab_ops_namespace(topo) if netns is not None else None
         try:
-            port = metrics.serve(args.metrics_host, args.metrics_port)
+            # In the lab the endpoint lives in the operations center's
+            # namespace, where the lab's Prometheus scrapes it.
+            with entered(ops) if ops else contextlib.nullcontext():
+                port = metrics.serve(args.metrics_host, args.metrics_port)
         except OSError as exc:
             raise UserError(
                 f"cannot serve metrics on {args.metrics_host}:{args.metrics_port}: "
                 f"{exc.strerror or exc} (choose --metrics-port, or --no-metrics)"
             ) from None
         ctx.metrics = metrics
-        _say(ctx, f"metrics: http://{args.metrics_host}:{port}/metrics")
+        where = f" (in {ops})" if ops else ""
+        _say(ctx, f"metrics: http://{args.metrics_host}:{port}/metrics{where}")
+        if ops:
+            run_dir = args.lab_run_dir or topo.lab.run_dir
+            _register_with_lab_prometheus(run_dir, town.id, args.metrics_host, port)
     return ctx
+
+
+def _lab_ops_namespace(topo: Topology) -> str | None:
+    from netwatch.emulator.netns import netns_exists
+    from netwatch.lab.plan import make_plan
+
+    plan = make_plan(topo)
+    ops = plan.nodes[plan.ops_node].netns
+    return ops if netns_exists(ops) else None
+
+
+def _register_with_lab_prometheus(run_dir: str, town: str, host: str, port: int) -> None:
+    """A file_sd target file for the lab's Prometheus (if it runs: `netwatch
+    lab up --agents`), removed at exit: it scrapes this run while it serves,
+    whatever port it got."""
+    from netwatch.lab.rundir import RunDir
+    from netwatch.monitoring.files import targets
+
+    run = RunDir.of(run_dir)
+    if not run.prometheus.is_dir():
+        return
+    address = "127.0.0.1" if host in ("0.0.0.0", "") else host
+    path = run.prometheus_target(f"loadprobe-{town}-{os.getpid()}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        header = f"# loadprobe run of {town}, pid {os.getpid()}: removed when it exits\n"
+        path.write_text(targets([f"{address}:{port}"], header=header), encoding="utf-8")
+    except OSError as exc:  # the run goes on; only the lab's scrape is missing
+        print(f"loadprobe: the lab's Prometheus will not scrape this run: {exc}", file=sys.stderr)
+        return
+    atexit.register(path.unlink, missing_ok=True)
 
 
 def _say(ctx: Context, text: str) -> None:

@@ -529,3 +529,15 @@ def test_help_lists_run_and_compare() -> None:
     assert done.returncode == 0
     assert "run" in done.stdout
     assert "compare" in done.stdout
+
+
+def test_live_metrics_count_every_transaction_from_zero_at_the_start() -> None:
+    from loadprobe.live import LiveMetrics
+    from netwatch.topology import TRANSACTIONS
+
+    live = LiveMetrics("nishiki")
+    live.start_run("backup")
+    for tx in TRANSACTIONS:
+        labels = {"town": "nishiki", "path": "backup", "transaction": tx}
+        for name in ("loadprobe_transactions_total", "loadprobe_transaction_failures_total"):
+            assert live.registry.get_sample_value(name, labels) == 0.0, (name, tx)

@@ -82,8 +82,10 @@ def up(
 
 
 def _with_agents(topo: Topology, plan: Plan, state: LabState, policy: str | None) -> int:
-    """The agents, and the operations center that listens to them."""
+    """The agents, the operations center that listens to them, and the
+    Prometheus that scrapes it."""
     services.start_opscenter(plan, state)
+    services.start_prometheus(topo, plan, state)
     return services.start_agents(topo, plan, state, policy)
 
 

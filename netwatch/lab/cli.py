@@ -141,6 +141,10 @@ def _up(args: argparse.Namespace) -> int:
     if args.agents:
         url = services.opscenter_url(make_plan(topo))
         print(f"operations center: {url} (in nw-ops: ip netns exec nw-ops curl {url}api/v1/fleet)")
+        prom = services.prometheus_url(topo)
+        print(
+            f"prometheus:        {prom} (in nw-ops: ip netns exec nw-ops curl {prom}api/v1/alerts)"
+        )
     if not args.no_rtt:
         print("round-trip time to the data center (TCP connect), per town and path:")
         print(status.render_rtt(status.measure_rtt(topo)))

@@ -6,6 +6,8 @@
     dc/target.sqlite3        the reference application's ledger
     mosquitto/               the broker's configuration and persistence
     opscenter/opscenter.sqlite3   the operations center's database
+    prometheus/              the lab's Prometheus: its configuration, rules,
+                             scrape targets (loadprobe adds its own) and data
     agents/<town>/spool      each lab agent's MQTT spool
 
 Everything that reads or writes one of these asks `RunDir`, so the layout
@@ -50,6 +52,14 @@ class RunDir:
     @property
     def opscenter_db(self) -> Path:
         return self.root / "opscenter" / "opscenter.sqlite3"
+
+    @property
+    def prometheus(self) -> Path:
+        return self.root / "prometheus"
+
+    def prometheus_target(self, name: str) -> Path:
+        """A file_sd target file the lab's Prometheus picks up (targets/<name>.yml)."""
+        return self.prometheus / "targets" / f"{name}.yml"
 
     def control_socket(self, link_id: str) -> Path:
         return self.links / f"{link_id}.sock"

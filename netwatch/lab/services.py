@@ -1,10 +1,11 @@
 """The lab's services: the reference application in the data center, the
 MQTT broker in the operations center and, with ``--agents``, one agent per
-town and the operations center service itself.
+town, the operations center service itself and a Prometheus beside it.
 
 A service is named on the command line as ``target``, ``broker``,
-``opscenter`` or ``agent-<town>`` (`Service.parse`) and recorded in lab.json under its
-process name (`Service.process`); both spellings are written here only.
+``opscenter``, ``prometheus`` or ``agent-<town>`` (`Service.parse`) and
+recorded in lab.json under its process name (`Service.process`); both
+spellings are written here only.
 Every service runs in its node's namespace and counts as started once it
 accepts TCP connections on its port.
 """
@@ -18,6 +19,7 @@ import socket
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from netwatch.emulator.netns import entered
 from netwatch.errors import LabError
@@ -26,6 +28,7 @@ from netwatch.lab.plan import Plan, broker_config, make_plan
 from netwatch.lab.procs import running, spawn, stop, wait_until
 from netwatch.lab.rundir import RunDir
 from netwatch.lab.state import LabState, ProcRecord
+from netwatch.monitoring.files import Scrape, prometheus_files
 from netwatch.topology import Topology, load
 
 READY_TIMEOUT = 20.0
@@ -38,10 +41,17 @@ class Kind(enum.StrEnum):
     TARGET = "target"  # the reference data-center application
     BROKER = "broker"
     OPSCENTER = "opscenter"
+    PROMETHEUS = "prometheus"
     AGENT = "agent"
 
 
-_PROCESS = {Kind.TARGET: "target", Kind.BROKER: "mosquitto", Kind.OPSCENTER: "opscenter"}
+_PROCESS = {
+    Kind.TARGET: "target",
+    Kind.BROKER: "mosquitto",
+    Kind.OPSCENTER: "opscenter",
+    Kind.PROMETHEUS: "prometheus",
+}
+PROMETHEUS_SCRAPE_S = 1.0  # the lab's: alerts and dashboards follow a drill within seconds
 
 
 @dataclass(frozen=True)
@@ -55,11 +65,12 @@ class Service:
 
     @classmethod
     def parse(cls, text: str) -> Service:
-        """``target``, ``broker`` or ``agent-<town>``; raises ValueError."""
+        """``target``, ``broker``, ``opscenter``, ``prometheus`` or
+        ``agent-<town>``; raises ValueError."""
         kind, _, town = text.partition("-")
         if kind == Kind.AGENT and town:
             return cls.agent(town)
-        if not town and kind in (Kind.TARGET, Kind.BROKER, Kind.OPSCENTER):
+        if not town and kind in (Kind.TARGET, Kind.BROKER, Kind.OPSCENTER, Kind.PROMETHEUS):
             return cls(Kind(kind))
         raise ValueError(text)
 
@@ -130,6 +141,53 @@ def start_opscenter(plan: Plan, state: LabState) -> bool:
     return True
 
 
+def prometheus_url(topo: Topology) -> str:
+    return topo.opscenter.prometheus.rstrip("/") + "/"
+
+
+def _prometheus_listen(topo: Topology) -> tuple[str, int]:
+    url = urlsplit(topo.opscenter.prometheus)
+    return url.hostname or "127.0.0.1", url.port or 9090
+
+
+def start_prometheus(topo: Topology, plan: Plan, state: LabState) -> bool:
+    """Prometheus in nw-ops with the lab's configuration and rules
+    (deploy/prometheus/'s, with the lab's addresses, a one-second scrape and
+    `lab.alerts`); False if it runs. Its data lives as long as the lab."""
+    service = Service(Kind.PROMETHEUS)
+    record = _record(state, service)
+    if record is not None and record.alive():
+        return False
+    if record is not None:
+        state.processes.remove(record)
+    binary = shutil.which("prometheus") or "/usr/bin/prometheus"
+    if not os.path.exists(binary):
+        raise LabError("prometheus is not installed (apt-get install prometheus)")
+    run = RunDir.of(state.run_dir)
+    scrape = Scrape(
+        interval_s=PROMETHEUS_SCRAPE_S, opscenter=f"{plan.broker_address}:{OPSCENTER_PORT}"
+    )
+    for name, text in prometheus_files(topo, scrape, lab=True).items():
+        path = run.prometheus / Path(name)
+        if path.parent.name == "targets" and path.exists():
+            continue  # a loadprobe run may have put itself there already
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    host, port = _prometheus_listen(topo)
+    config = run.prometheus / "prometheus.yml"
+    argv = [
+        binary,
+        f"--config.file={config}",
+        f"--storage.tsdb.path={run.prometheus / 'data'}",
+        f"--web.listen-address={host}:{port}",
+        "--storage.tsdb.retention.time=2d",
+    ]
+    netns = plan.nodes[plan.ops_node].netns
+    record = _start(service, argv, state, run, marker=f"--config.file={config}", netns=netns)
+    wait_listening(record, host, port, READY_TIMEOUT)
+    return True
+
+
 def start_agents(topo: Topology, plan: Plan, state: LabState, policy: str | None) -> int:
     """One agent per town inside its namespace, pointed at the lab's broker.
     Agents already running are left alone; returns how many were started."""
@@ -194,18 +252,21 @@ def start_service(run_dir: str, service: str) -> bool:
     )
     state.processes[state.processes.index(record)] = fresh
     state.save()
-    host, port, timeout = _listens_on(Service.parse(service), make_plan(load(state.topology)))
+    topo = load(state.topology)
+    host, port, timeout = _listens_on(Service.parse(service), topo, make_plan(topo))
     wait_listening(fresh, host, port, timeout)  # back when it serves, as at `lab up`
     return True
 
 
-def _listens_on(service: Service, plan: Plan) -> tuple[str, int, float]:
+def _listens_on(service: Service, topo: Topology, plan: Plan) -> tuple[str, int, float]:
     if service.kind is Kind.TARGET:
         return str(plan.app_address), plan.app_port, APP_READY_TIMEOUT
     if service.kind is Kind.BROKER:
         return str(plan.broker_address), plan.broker_port, READY_TIMEOUT
     if service.kind is Kind.OPSCENTER:
         return str(plan.broker_address), OPSCENTER_PORT, READY_TIMEOUT
+    if service.kind is Kind.PROMETHEUS:
+        return (*_prometheus_listen(topo), READY_TIMEOUT)
     return "127.0.0.1", AGENT_METRICS_PORT, READY_TIMEOUT
 
 

@@ -17,7 +17,7 @@ from netwatch.emulator.netns import entered
 from netwatch.lab.namespaces import existing_namespaces
 from netwatch.lab.plan import Plan, make_plan
 from netwatch.lab.rundir import RunDir
-from netwatch.lab.services import Kind, Service, opscenter_url
+from netwatch.lab.services import Kind, Service, opscenter_url, prometheus_url
 from netwatch.lab.state import LabState
 from netwatch.topology import Topology
 from netwatch.topology.units import format_duration, format_percentage, format_rate
@@ -77,9 +77,11 @@ def collect(topo: Topology, run_dir: str) -> dict[str, Any]:
         and all(n["exists"] for n in nodes)
         and all(p["alive"] or p["stopped"] for p in processes)
     )
-    opscenter = None
+    opscenter = prometheus = None
     if any(p["name"] == Service(Kind.OPSCENTER).process for p in processes):
         opscenter = opscenter_url(plan)
+    if any(p["name"] == Service(Kind.PROMETHEUS).process for p in processes):
+        prometheus = prometheus_url(topo)
     return {
         "up": up,
         "run_dir": run_dir,
@@ -87,6 +89,7 @@ def collect(topo: Topology, run_dir: str) -> dict[str, Any]:
         "links": links,
         "processes": processes,
         "opscenter": opscenter,
+        "prometheus": prometheus,
     }
 
 
@@ -132,6 +135,8 @@ def render(status: dict[str, Any]) -> str:
             )
     if status.get("opscenter"):
         lines.append(f"operations center: {status['opscenter']} (from nw-ops)")
+    if status.get("prometheus"):
+        lines.append(f"prometheus:        {status['prometheus']} (from nw-ops; alerts at /alerts)")
     lines.append("processes:")
     for proc in status["processes"]:
         alive = "alive" if proc["alive"] else "stopped" if proc["stopped"] else "DEAD"

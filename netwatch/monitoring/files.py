@@ -56,8 +56,9 @@ def prometheus_config(scrape: Scrape) -> str:
         "scrape_configs": [
             # One target for the fleet: never a town over a failing WAN.
             {"job_name": OPSCENTER_JOB, "static_configs": [{"targets": [scrape.opscenter]}]},
-            # loadprobe's endpoint lives only while a run does; list where it runs.
-            file_sd(LOADPROBE_JOB, LOADPROBE_TARGETS),
+            # loadprobe's endpoint lives only while a run does: list where runs
+            # serve it in targets/loadprobe.yml (in the lab each run adds a file).
+            file_sd(LOADPROBE_JOB, LOADPROBE_TARGETS.replace(".yml", "*.yml")),
             # An agent's own endpoint, where it is reachable (by default it is
             # on the town's loopback and the fleet endpoint carries its state).
             file_sd("netwatch-agents", AGENT_TARGETS),
@@ -66,8 +67,10 @@ def prometheus_config(scrape: Scrape) -> str:
     return _yaml(config)
 
 
-def targets(addresses: Sequence[str]) -> str:
-    return _yaml([{"targets": list(addresses)}] if addresses else [])
+def targets(addresses: Sequence[str], *, header: str = HEADER) -> str:
+    """A file_sd target list."""
+    data = [{"targets": list(addresses)}] if addresses else []
+    return header + yaml.safe_dump(data, sort_keys=False)
 
 
 def datasource(topo: Topology, scrape: Scrape) -> str:
