@@ -223,7 +223,11 @@ async def _simulate(broker_port: int, towns: list[str], probe: str, stop_at: flo
             k: m.PathSummary(state=v.state, loss_ratio=v.loss_ratio, rtt_p50_s=v.rtt_p50_s)
             for k, v in s.paths.items()
         }
-        summary = m.MetricsMessage(town=town, ts=s.ts, paths=figures)
+        # As a real agent's: its probe counters by path, kind and outcome.
+        counts = {(p, k, o): 1000 for p in s.paths for k in ("icmp", "tcp", "http")
+                  for o in ("ok", "timeout")}  # fmt: skip
+        probes: dict[str, m.JSON] = {"rounds": 1000, "outcomes": m.outcomes_json(counts)}
+        summary = m.MetricsMessage(town=town, ts=s.ts, paths=figures, probes=probes)
         return s.topic, s.to_json(), summary.topic, summary.to_json()
 
     async def agents(client: aiomqtt.Client, mine: list[str]) -> None:

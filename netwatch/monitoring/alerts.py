@@ -29,12 +29,6 @@ def prom_duration(seconds: float) -> str:
     return f"{ms}ms" if ms else "0s"
 
 
-def _appeared(series: str, window: str) -> str:
-    """A counter moved within `window`: it changed, or its series is new
-    (a counter's first event creates it at 1, which `changes` cannot see)."""
-    return f"(changes({series}[{window}]) > 0) or ({series} unless {series} offset {window})"
-
-
 def rules(topo: Topology, alerts: Alerts) -> dict[str, Any]:
     """The rule file, as YAML-ready data."""
     grafana = topo.opscenter.grafana.rstrip("/")
@@ -103,26 +97,23 @@ def rules(topo: Topology, alerts: Alerts) -> dict[str, Any]:
             "and failing.",
         ),
         rule(
-            "TownOffline",
-            q.selector("netwatch_fleet_town_status", status="offline") + " == 1",
+            "TownSilent",
+            # One series per town: the status label changes from offline
+            # (the Last Will) to unknown (stale), and `for` must not restart.
+            "max by (town) ("
+            + q.selector("netwatch_fleet_town_status", status="=~offline|unknown")
+            + ") == 1",
             "warning",
-            "A town's agent is offline.",
-            "{{ $labels.town }}: the agent's Last Will says it lost the broker "
-            f"{prom_duration(alerts.stale_for)} ago or more; nobody watches that town's paths.",
-            wait=alerts.stale_for,
-        ),
-        rule(
-            "TownUnknown",
-            q.selector("netwatch_fleet_town_status", status="unknown") + " == 1",
-            "warning",
-            "A town has not been heard from.",
-            "{{ $labels.town }}: no message reached the operations center for longer than its "
-            "stale age; what the town does is unknown.",
+            "A town's agent is offline or silent.",
+            "{{ $labels.town }}: the agent has been offline (its Last Will) or not heard from "
+            f"for {prom_duration(alerts.stale_for)} or more; nobody sees that town's paths. "
+            "A town cut off on every path looks like this too (its agent cannot reach the "
+            "broker either).",
             wait=alerts.stale_for,
         ),
         rule(
             "RouteReinstalled",
-            _appeared(
+            q.moved(
                 q.selector("netwatch_fleet_route_events_total", event="route_reinstalled"), route
             ),
             "info",
@@ -140,7 +131,7 @@ def rules(topo: Topology, alerts: Alerts) -> dict[str, Any]:
         ),
         rule(
             "RouteChangeFailed",
-            _appeared(q.selector("netwatch_fleet_route_events_total", event="route_error"), route),
+            q.moved(q.selector("netwatch_fleet_route_events_total", event="route_error"), route),
             "warning",
             "A town's agent could not change its routes.",
             f"{{{{ $labels.town }}}}: a route change failed within the last {route} (the agent "

@@ -503,9 +503,7 @@ def town_detail(topo: Topology) -> Dashboard:
 
 
 def _failover_annotation(town: str) -> str:
-    moves = q.selector("netwatch_fleet_failovers_total", town=town)
-    # A counter's first move creates its series, which `changes` cannot see.
-    return f"changes({moves}[$__interval]) > 0 or ({moves} unless {moves} offset $__interval)"
+    return q.moved(q.selector("netwatch_fleet_failovers_total", town=town), "$__interval")
 
 
 # -- drills and acceptance -----------------------------------------------------

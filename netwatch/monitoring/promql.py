@@ -53,6 +53,15 @@ def coded(metric: str, label: str, codes: Mapping[str, int], by: str, **labels: 
     return f"max by ({by}) ({' or '.join(terms)})"
 
 
+def moved(counter: str, window: str) -> str:
+    """The counter moved within `window`: it changed, or its series is new
+    (a counter's first event creates it at 1, which `changes` cannot see).
+    "New" is "no sample in the day before": a scrape gap that marks the
+    series stale for a while does not make it new."""
+    before = f"last_over_time({counter}[1d] offset {window})"
+    return f"(changes({counter}[{window}]) > 0) or ({counter} unless {before})"
+
+
 def path_names(topo: Topology) -> list[str]:
     """Every path name of the fleet, in the towns' order of preference."""
     names: list[str] = []
