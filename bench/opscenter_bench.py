@@ -302,6 +302,8 @@ class Result:
     scrape_p50_s: float
     scrape_max_s: float
     scrape_bytes: int
+    probes_scrape_max_s: float  # /metrics/probes, scraped half as often
+    probes_scrape_bytes: int
     rejected: float
 
 
@@ -366,16 +368,31 @@ def _window(
     t1 = time.monotonic()
     polled = threading.Event()
 
+    probe_scrapes: list[float] = []
+    probes_bytes = 0
+
     def scrape_every_2s() -> None:
         # Its own thread and connection: a scrape must not hold up the
         # latency poll (the service's load while scraping still counts).
-        nonlocal scrape_bytes
+        # The probe counters every other time, as Prometheus is configured
+        # (15 s and 30 s; here 2 s and 4 s).
+        nonlocal scrape_bytes, probes_bytes
         with httpx.Client(base_url=str(http.base_url), timeout=10) as scraper:
-            while not polled.wait(1.0 if not scrapes else 2.0):
+            tick = 0
+            while not polled.wait(1.0):
+                tick += 1  # /metrics at even seconds, the probes at every fourth odd one
+                if tick % 4 == 3:
+                    continue
+                path = "/metrics" if tick % 2 == 0 else "/metrics/probes"
                 start = time.perf_counter()
-                body = scraper.get("/metrics").content
-                scrapes.append(time.perf_counter() - start)
-                scrape_bytes = len(body)
+                body = scraper.get(path).content
+                spent = time.perf_counter() - start
+                if path == "/metrics":
+                    scrapes.append(spent)
+                    scrape_bytes = len(body)
+                else:
+                    probe_scrapes.append(spent)
+                    probes_bytes = len(body)
 
     scraper = threading.Thread(target=scrape_every_2s, name="scraper")
     scraper.start()
@@ -406,6 +423,8 @@ def _window(
         scrape_p50_s=round(statistics.median(scrapes), 4) if scrapes else math.nan,
         scrape_max_s=round(max(scrapes), 4) if scrapes else math.nan,
         scrape_bytes=scrape_bytes,
+        probes_scrape_max_s=round(max(probe_scrapes), 4) if probe_scrapes else math.nan,
+        probes_scrape_bytes=probes_bytes,
         rejected=_counter(end, "netwatch_opscenter_messages_rejected_total"),
     )
 

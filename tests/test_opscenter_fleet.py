@@ -145,7 +145,7 @@ def test_metrics_update_the_figures_and_keep_the_state_messages_since(fleet: Fle
 def test_metrics_carry_the_agents_probe_outcomes(fleet: Fleet) -> None:
     counts = {("primary", "icmp", "ok"): 40, ("primary", "icmp", "timeout"): 2}
     fleet.apply(metrics(probes={"rounds": 42, "outcomes": outcomes_json(counts)}), NOW)
-    assert fleet.towns["nishiki"].probe_results == {k: float(n) for k, n in counts.items()}
+    assert fleet.towns["nishiki"].probe_results() == {k: float(n) for k, n in counts.items()}
 
 
 def test_route_events_are_counted_and_a_conflict_is_held_until_cleared(fleet: Fleet) -> None:

@@ -169,11 +169,14 @@ def test_fleet_metrics_carry_probe_outcomes_and_route_events(ctx: Context) -> No
         event(EventType.ROUTE_CONFLICT, at=now, to="primary"),
     )
     m = families(Client(ctx).get("/metrics").text)
+    assert "netwatch_fleet_probe_results_total" not in m  # apart, scraped less often
+    p = families(Client(ctx).get("/metrics/probes").text)
     probes = {
         (s[0]["path"], s[0]["kind"], s[0]["outcome"]): s[1]
-        for s in m["netwatch_fleet_probe_results_total"]
+        for s in p["netwatch_fleet_probe_results_total"]
     }
     assert probes == {k: float(n) for k, n in counts.items()}
+    assert set(p) == {"netwatch_fleet_probe_results_total"}
     events = {s[0]["event"]: s[1] for s in m["netwatch_fleet_route_events_total"]}
     assert events == {"route_reinstalled": 1.0, "route_conflict": 1.0}
     assert m["netwatch_fleet_route_conflict"] == [({"town": "nishiki"}, 1.0)]
@@ -196,11 +199,16 @@ def test_fleet_metrics_pass_promtool(ctx: Context) -> None:
     counts = {("primary", "icmp", "ok"): 40}
     feed(ctx, metrics(at=utc_now(), probes={"outcomes": outcomes_json(counts)}))
     feed(ctx, event(EventType.ROUTE_CONFLICT, at=utc_now(), to="primary"))
-    text = Client(ctx).get("/metrics").text
-    done = subprocess.run(
-        ["promtool", "check", "metrics"], input=text, capture_output=True, text=True, check=False
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
+    for path in ("/metrics", "/metrics/probes"):
+        text = Client(ctx).get(path).text
+        done = subprocess.run(
+            ["promtool", "check", "metrics"],
+            input=text,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert done.returncode == 0, path + ": " + done.stdout + done.stderr
 
 
 def test_pages_and_their_assets_are_served_by_the_service(ctx: Context) -> None:

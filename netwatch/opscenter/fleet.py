@@ -115,10 +115,13 @@ class TownView:
     failovers: dict[tuple[str, str, str], int] = field(default_factory=dict)  # from, to, kind
     route_events: dict[str, int] = field(default_factory=dict)  # by event type (ROUTE_EVENTS)
     route_conflict: bool | None = None  # None: never reported
-    probe_results: dict[tuple[str, str, str], float] = field(default_factory=dict)
+    probe_summary: MetricsMessage | None = None  # the last, read at scrape time
     drill: EventMessage | None = None
     acceptance: EventMessage | None = None
     version: int = 0  # bumped on every change, for live updates
+    _probes: tuple[MetricsMessage | None, dict[tuple[str, str, str], float]] = field(
+        default_factory=lambda: (None, {})
+    )
     _seen: deque[str] = field(default_factory=lambda: deque(maxlen=SEEN_EVENT_IDS))
     _seen_set: set[str] = field(default_factory=set)
 
@@ -157,6 +160,17 @@ class TownView:
         if self.backup_since is None:
             return None
         return max(0.0, (now_wall - self.backup_since).total_seconds())
+
+    def probe_results(self) -> dict[tuple[str, str, str], float]:
+        """The agent's probe counters by (path, kind, outcome), from its last
+        metrics summary; read when scraped (twice a minute) rather than at
+        each summary (every few seconds a town)."""
+        source, results = self._probes
+        if source is not self.probe_summary:
+            summary = self.probe_summary
+            results = summary.outcomes() if summary is not None else {}
+            self._probes = (summary, results)
+        return results
 
     def seen(self, event_id: str) -> bool:
         """True if this event was applied already; remembers it otherwise."""
@@ -284,5 +298,5 @@ class Fleet:
                 damped=old.damped if old else False,
                 since=old.since if old else None,
             )
-        view.probe_results = message.outcomes()
+        view.probe_summary = message
         return True

@@ -1,6 +1,7 @@
-"""The fleet's one Prometheus endpoint: ``netwatch_fleet_*`` with a `town`
+"""The fleet's Prometheus endpoint: ``netwatch_fleet_*`` with a `town`
 label (and `path` where it applies), read from the fleet at scrape time;
-and the service's own ``netwatch_opscenter_*``.
+and the service's own ``netwatch_opscenter_*``. The agents' probe counters
+are served apart (`/metrics/probes`, `_ProbeCollector`).
 
 A town that is stale or offline exports no path figures and no active
 path: a dashboard must show it as unknown, not as its last good state.
@@ -85,11 +86,6 @@ class _FleetCollector(Collector):
         all_down = g(
             "netwatch_fleet_all_paths_down", "1 while no path of the town works", labels=town_l
         )
-        probes = CounterMetricFamily(
-            "netwatch_fleet_probe_results",
-            "the agent's probes by path, kind and outcome, from its metrics summaries",
-            labels=[*path_l, "kind", "outcome"],
-        )
         route_events = CounterMetricFamily(
             "netwatch_fleet_route_events",
             "the agent found the kernel's routes other than it left them: "
@@ -117,8 +113,6 @@ class _FleetCollector(Collector):
                 failovers.add_metric([t, *key], float(n))
             if view.last_failover is not None and view.last_failover.outage_s is not None:
                 last.add_metric([t], view.last_failover.outage_s)
-            for (via, kind, outcome), count in view.probe_results.items():
-                probes.add_metric([t, via, kind, outcome], count)
             for event, times in view.route_events.items():
                 route_events.add_metric([t, event], float(times))
             if view.route_conflict is not None:
@@ -159,11 +153,30 @@ class _FleetCollector(Collector):
             last,
             backup,
             all_down,
-            probes,
             route_events,
             conflict,
             towns,
         )
+
+
+class _ProbeCollector(Collector):
+    """The agents' probe counters, a dozen series a town: apart from the
+    fleet's state (`/metrics/probes`), so that Prometheus can scrape them
+    less often, and a scrape of either holds the event loop half as long."""
+
+    def __init__(self, fleet: Fleet) -> None:
+        self._fleet = fleet
+
+    def collect(self) -> Iterator[Metric]:
+        probes = CounterMetricFamily(
+            "netwatch_fleet_probe_results",
+            "the agent's probes by path, kind and outcome, from its metrics summaries",
+            labels=["town", "path", "kind", "outcome"],
+        )
+        for view in self._fleet:
+            for (path, kind, outcome), count in view.probe_results().items():
+                probes.add_metric([view.id, path, kind, outcome], count)
+        yield probes
 
 
 @dataclass
@@ -171,6 +184,7 @@ class ServiceMetrics:
     """What the service itself counts."""
 
     registry: CollectorRegistry
+    probes_registry: CollectorRegistry  # /metrics/probes
     accepted: Counter
     rejected: Counter
     duplicates: Counter
@@ -190,8 +204,11 @@ class ServiceMetrics:
         )
         for reason in Reason:
             rejected.labels(reason.value)  # every reason exported from the start, at 0
+        probes = CollectorRegistry()
+        probes.register(_ProbeCollector(fleet))
         return cls(
             registry=registry,
+            probes_registry=probes,
             accepted=Counter(
                 "netwatch_opscenter_messages",
                 "messages accepted, by kind",
