@@ -81,7 +81,16 @@ def test_a_redelivered_event_counts_once(fleet: Fleet) -> None:
     e = event()
     assert fleet.apply(e, NOW)
     assert not fleet.apply(e, NOW + 1)
-    assert fleet.towns["nishiki"].failovers == {("primary", "backup", "failover"): 1}
+    assert fleet.towns["nishiki"].failovers[("primary", "backup", "failover")] == 1
+
+
+def test_a_towns_moves_and_route_events_are_counted_from_zero(fleet: Fleet) -> None:
+    view = fleet.towns["takaharu"]
+    assert view.failovers == {
+        ("primary", "backup", "failover"): 0,
+        ("backup", "primary", "failback"): 0,
+    }
+    assert view.route_events == {"route_reinstalled": 0, "route_error": 0}
 
 
 def test_failovers_are_counted_by_from_to_and_kind(fleet: Fleet) -> None:
@@ -154,11 +163,11 @@ def test_route_events_are_counted_and_a_conflict_is_held_until_cleared(fleet: Fl
     fleet.apply(event(EventType.ROUTE_REINSTALLED, to="primary"), NOW)
     fleet.apply(event(EventType.ROUTE_REINSTALLED, to="primary", at=later(1)), NOW)
     fleet.apply(event(EventType.ROUTE_CONFLICT, to="primary", at=later(2)), NOW)
-    assert view.route_events == {"route_reinstalled": 2, "route_conflict": 1}
+    assert view.route_events == {"route_reinstalled": 2, "route_conflict": 1, "route_error": 0}
     assert view.route_conflict is True
     fleet.apply(event(EventType.ROUTE_CONFLICT_CLEARED, to="primary", at=later(3)), NOW)
     assert view.route_conflict is False
-    assert view.failovers == {}  # none of them moved the traffic
+    assert sum(view.failovers.values()) == 0  # none of them moved the traffic
 
 
 def test_drill_and_acceptance_results_are_kept_apart(fleet: Fleet) -> None:
@@ -185,7 +194,10 @@ def test_replay_rebuilds_counts_and_state_but_not_freshness(fleet: Fleet) -> Non
     fleet.replay(history)
     view = fleet.towns["nishiki"]
     assert view.active_path == "backup"
-    assert view.failovers == {("primary", "backup", "failover"): 1}
+    assert view.failovers == {
+        ("primary", "backup", "failover"): 1,
+        ("backup", "primary", "failback"): 0,
+    }
     assert status(fleet) is Status.UNKNOWN  # until the town speaks again
     assert not fleet.apply(event(event_id=failover.id), NOW)
 

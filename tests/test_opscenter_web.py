@@ -149,7 +149,7 @@ def test_fleet_metrics_say_a_town_is_on_its_backup(ctx: Context) -> None:
     active = {
         s[0]["path"]: s[1] for s in m["netwatch_fleet_active_path"] if s[0]["town"] == "nishiki"
     }
-    assert active == {"primary": 0.0, "backup": 1.0}
+    assert active == {"backup": 1.0}  # one series, as the status and the path state
     status = [s[0]["status"] for s in m["netwatch_fleet_town_status"] if s[1] == 1.0]
     assert status == ["backup", "unknown", "unknown", "unknown"]
     assert ({"town": "nishiki", "from": "primary", "to": "backup", "reason": "failover"}, 1.0) in m[
@@ -164,6 +164,8 @@ def test_fleet_metrics_carry_probe_outcomes_and_route_events(ctx: Context) -> No
     counts = {("primary", "icmp", "ok"): 40, ("backup", "tcp", "timeout"): 1}
     feed(
         ctx,
+        online(at=now),
+        state(at=now),
         metrics(at=now, probes={"outcomes": outcomes_json(counts)}),
         event(EventType.ROUTE_REINSTALLED, at=now, to="primary"),
         event(EventType.ROUTE_CONFLICT, at=now, to="primary"),
@@ -177,8 +179,15 @@ def test_fleet_metrics_carry_probe_outcomes_and_route_events(ctx: Context) -> No
     }
     assert probes == {k: float(n) for k, n in counts.items()}
     assert set(p) == {"netwatch_fleet_probe_results_total"}
-    events = {s[0]["event"]: s[1] for s in m["netwatch_fleet_route_events_total"]}
-    assert events == {"route_reinstalled": 1.0, "route_conflict": 1.0}
+    events = {
+        s[0]["event"]: s[1]
+        for s in m["netwatch_fleet_route_events_total"]
+        if s[0]["town"] == "nishiki"
+    }
+    assert events == {"route_reinstalled": 1.0, "route_conflict": 1.0, "route_error": 0.0}
+    ctx.clock.now += 60  # type: ignore[attr-defined]
+    stale = families(Client(ctx).get("/metrics/probes").text)
+    assert not stale.get("netwatch_fleet_probe_results_total")  # unknown: no figures
     assert m["netwatch_fleet_route_conflict"] == [({"town": "nishiki"}, 1.0)]
 
 
@@ -187,7 +196,7 @@ def test_a_stale_town_exports_no_figures_and_no_active_path(ctx: Context) -> Non
     ctx.clock.now += 60  # type: ignore[attr-defined]
     m = families(Client(ctx).get("/metrics").text)
     assert not [s for s in m.get("netwatch_fleet_path_loss_ratio", []) if s[0]["town"] == "nishiki"]
-    assert not [s for s in m["netwatch_fleet_active_path"] if s[1] == 1.0]
+    assert not m.get("netwatch_fleet_active_path")
 
 
 @pytest.mark.skipif(

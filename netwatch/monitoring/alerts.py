@@ -105,17 +105,18 @@ def rules(topo: Topology, alerts: Alerts) -> dict[str, Any]:
             + ") == 1",
             "warning",
             "A town's agent is offline or silent.",
-            "{{ $labels.town }}: the agent has been offline (its Last Will) or not heard from "
-            f"for {prom_duration(alerts.stale_for)} or more; nobody sees that town's paths. "
+            "{{ $labels.town }}: the agent has been offline (its Last Will) or silent beyond the "
+            f"operations center's stale age for {prom_duration(alerts.stale_for)} or more; "
+            "nobody sees that town's paths. "
             "A town cut off on every path looks like this too (its agent cannot reach the "
             "broker either).",
             wait=alerts.stale_for,
         ),
         rule(
             "RouteReinstalled",
-            q.moved(
-                q.selector("netwatch_fleet_route_events_total", event="route_reinstalled"), route
-            ),
+            "increase("
+            + q.selector("netwatch_fleet_route_events_total", event="route_reinstalled")
+            + f"[{route}]) > 0",
             "info",
             "A town's agent put back a route that something removed.",
             "{{ $labels.town }}: a route netwatch manages was missing or wrong and was put "
@@ -131,7 +132,9 @@ def rules(topo: Topology, alerts: Alerts) -> dict[str, Any]:
         ),
         rule(
             "RouteChangeFailed",
-            q.moved(q.selector("netwatch_fleet_route_events_total", event="route_error"), route),
+            "increase("
+            + q.selector("netwatch_fleet_route_events_total", event="route_error")
+            + f"[{route}]) > 0",
             "warning",
             "A town's agent could not change its routes.",
             f"{{{{ $labels.town }}}}: a route change failed within the last {route} (the agent "
@@ -141,11 +144,12 @@ def rules(topo: Topology, alerts: Alerts) -> dict[str, Any]:
     service_rules = [
         rule(
             "OpscenterDown",
-            f'up{{job="{OPSCENTER_JOB}"}} == 0',
+            f'up{{job=~"{OPSCENTER_JOB}(-probes)?"}} == 0',
             "critical",
             "Prometheus cannot scrape the operations center.",
-            "The operations center's fleet endpoint ({{ $labels.instance }}) does not answer: "
-            "every town's dashboard and alert is blind.",
+            "The operations center's {{ $labels.job }} endpoint ({{ $labels.instance }}) does "
+            "not answer: every town's dashboard and alert is blind (the town alerts resolve "
+            "for want of data, not because the towns are well).",
             wait=alerts.opscenter_down_for,
             url=fleet_url,
         ),

@@ -25,6 +25,7 @@ from typing import Any
 
 from grafana_foundation_sdk.builders import prometheus as prom
 from grafana_foundation_sdk.builders import stat, statetimeline, timeseries
+from grafana_foundation_sdk.builders.common import ReduceDataOptions
 from grafana_foundation_sdk.builders.dashboard import (
     AnnotationQuery,
     CustomVariable,
@@ -40,10 +41,13 @@ from grafana_foundation_sdk.models.common import BigValueColorMode, BigValueText
 
 from netwatch.monitoring import DATASOURCE_UID, DRILLS_UID, FLEET_UID, TOWN_UID
 from netwatch.monitoring import promql as q
+from netwatch.monitoring.alerts import prom_duration
+from netwatch.monitoring.files import PRODUCTION
 from netwatch.topology import Topology
 
 GRAFANA_VERSION = "11.6"  # what grafana-foundation-sdk's pinned release targets
 DATASOURCE = model.DataSourceRef(type_val="prometheus", uid="${datasource}")
+ANNOTATION = "Failovers and failbacks"
 TAGS = ["netwatch"]
 
 
@@ -99,6 +103,7 @@ def _stat(
     mappings: list[model.ValueMapping] | None = None,
     thresholds: ThresholdsConfig | None = None,
     text_mode: BigValueTextMode = BigValueTextMode.AUTO,
+    no_value: str | None = None,
 ) -> stat.Panel:
     panel = (
         stat.Panel()
@@ -110,8 +115,11 @@ def _stat(
         .height(height)
         .text_mode(text_mode)
         .color_mode(BigValueColorMode.BACKGROUND if mappings else BigValueColorMode.VALUE)
+        .reduce_options(ReduceDataOptions().calcs(["lastNotNull"]))
         .targets(list(targets))
     )
+    if no_value is not None:
+        panel = panel.no_value(no_value)
     if mappings:
         panel = panel.mappings(mappings)
     if thresholds is not None:
@@ -179,9 +187,7 @@ def _variables(topo: Topology, *, multi: bool) -> list[Any]:
     if multi:
         town = town.current(
             model.VariableOption(text="All", value="$__all", selected=True)
-        ).all_value(  # one regex, as the panels' town=~"$town" expects
-            "|".join(t.id for t in towns)
-        )
+        ).all_value(".*")  # a regex, as the panels' town=~"$town" expects
     else:
         first = options[0]
         town = town.current(model.VariableOption(text=first.text, value=first.value, selected=True))
@@ -201,7 +207,7 @@ def _dashboard(uid: str, title: str, description: str, topo: Topology, *, multi:
         .uid(uid)
         .description(description)
         .tags(TAGS)
-        .editable()
+        .readonly()  # provisioned, no UI updates: change the generator, not the dashboard
         .refresh("10s")
         .time("now-3h", "now")
         .timezone("browser")
@@ -307,7 +313,7 @@ def fleet_overview(topo: Topology) -> Dashboard:
                 q.selector("netwatch_fleet_path_loss_ratio", town=one), "{{path}}", instant=True
             ),
             width=3,
-            thresholds=_steps((None, "green"), (0.05, "orange"), (0.35, "red")),
+            thresholds=_loss_steps(topo),
         )
     )
     d = d.with_panel(
@@ -321,6 +327,7 @@ def fleet_overview(topo: Topology) -> Dashboard:
                 instant=True,
             ),
             width=3,
+            thresholds=_latency_steps(topo),
         )
     )
     d = d.with_panel(
@@ -347,9 +354,22 @@ def fleet_overview(topo: Topology) -> Dashboard:
 
 
 def _failovers_in_range(town: str) -> str:
+    # The counters start at 0 (netwatch.opscenter.fleet): the first counts.
     moves = q.selector("netwatch_fleet_failovers_total", town=town, reason="failover")
-    # No series until a town's first failover: 0, not "No data".
-    return f"sum(increase({moves}[$__range])) or vector(0)"
+    return f"sum(increase({moves}[$__range]))"
+
+
+def _loss_steps(topo: Topology) -> ThresholdsConfig:
+    """The default policy's lines: DEGRADED beyond `degraded`, failing beyond `fail`."""
+    policy = topo.policy.profiles[topo.policy.default]
+    return _steps((None, "green"), (policy.degraded.loss, "yellow"), (policy.fail.loss, "red"))
+
+
+def _latency_steps(topo: Topology) -> ThresholdsConfig:
+    policy = topo.policy.profiles[topo.policy.default]
+    return _steps(
+        (None, "green"), (policy.degraded.latency, "yellow"), (policy.fail.latency, "red")
+    )
 
 
 # -- one town ----------------------------------------------------------------
@@ -367,7 +387,7 @@ def town_detail(topo: Topology) -> Dashboard:
     )
     d = d.annotation(
         AnnotationQuery()
-        .name("Failovers")
+        .name(ANNOTATION)
         .datasource(DATASOURCE)
         .enable(True)
         .icon_color("red")
@@ -409,12 +429,14 @@ def town_detail(topo: Topology) -> Dashboard:
             "Last failover outage",
             "the last failover: from the fault suspected to the routes applied",
             "s",
+            # 0 (no failover known) reads "none": a real outage is never 0.
             _target(
                 q.selector("netwatch_fleet_last_failover_duration_seconds", town=one)
                 + " or vector(0)",
                 instant=True,
             ),
             width=4,
+            mappings=_mappings({"none": (0, q.GREY)}),
             thresholds=_steps((None, "green"), (1, "orange"), (5, "red")),
         )
     )
@@ -496,14 +518,17 @@ def town_detail(topo: Topology) -> Dashboard:
                 + q.selector("netwatch_fleet_probe_results_total", town=one)
                 + "[$__rate_interval]))",
                 "{{path}} {{kind}} {{outcome}}",
-            ),
+            ).interval(prom_duration(PRODUCTION.probes_interval_s)),  # its own, slower scrape
         )
     )
     return d
 
 
 def _failover_annotation(town: str) -> str:
-    return q.moved(q.selector("netwatch_fleet_failovers_total", town=town), "$__interval")
+    # `$__rate_interval`: at least four scrapes (`$__interval` may hold one
+    # sample, where `changes` sees nothing); the counters start at 0.
+    moves = q.selector("netwatch_fleet_failovers_total", town=town)
+    return f"changes({moves}[$__rate_interval]) > 0"
 
 
 # -- drills and acceptance -----------------------------------------------------
@@ -539,7 +564,7 @@ def drills(topo: Topology) -> Dashboard:
             "Degradation factor",
             "p95 on this run's path / p95 of the baseline run, per transaction (last run "
             "with a baseline in the time range); the SLA allows max_degradation",
-            "x",
+            "suffix:×",
             _target(
                 "last_over_time("
                 + q.selector("loadprobe_degradation_factor", town=one)
@@ -554,16 +579,12 @@ def drills(topo: Topology) -> Dashboard:
     d = d.with_panel(
         _stat(
             "Thresholds failed",
-            "SLA thresholds that did not hold in the last run in the time range",
+            "SLA thresholds whose last verdict in the time range failed (no run: none judged)",
             "short",
-            _target(
-                "count(last_over_time("
-                + q.selector("loadprobe_threshold_pass", town=one)
-                + "[$__range]) == 0) or vector(0)",
-                instant=True,
-            ),
+            _target(_thresholds_failed(one), instant=True),
             width=6,
             thresholds=_steps((None, "green"), (1, "red")),
+            no_value="no run",
         )
     )
     d = d.with_panel(
@@ -616,6 +637,11 @@ def drills(topo: Topology) -> Dashboard:
     return d
 
 
+def _thresholds_failed(town: str) -> str:
+    last = f"last_over_time({q.selector('loadprobe_threshold_pass', town=town)}[$__range])"
+    return f"count({last} == 0) or count({last}) * 0"  # 0 only when some were judged
+
+
 # -- output --------------------------------------------------------------------
 
 BUILDERS = {
@@ -632,8 +658,22 @@ def render(topo: Topology) -> dict[str, str]:
         built = build(topo).build()
         data = json.loads(JSONEncoder().encode(built))
         _number(data.get("panels", []))
+        for annotation in data.get("annotations", {}).get("list", []):
+            if annotation.get("name") == ANNOTATION:
+                annotation.update(_annotation_display(annotation["expr"]))
         out[name] = json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
     return out
+
+
+def _annotation_display(expr: str) -> dict[str, Any]:
+    # What the SDK's AnnotationQuery has no field for: how a marker reads,
+    # and the query in the shape Grafana's Prometheus annotations also take.
+    return {
+        "titleFormat": "{{reason}}: {{from}} → {{to}}",
+        "tagKeys": "reason",
+        "useValueForTime": False,
+        "target": {"expr": expr, "refId": "Anno", "datasource": DATASOURCE.to_json()},
+    }
 
 
 def _number(panels: Sequence[dict[str, Any]]) -> None:

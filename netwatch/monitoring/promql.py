@@ -16,11 +16,13 @@ from netwatch.health.state import PathState
 from netwatch.opscenter.fleet import Status
 from netwatch.topology import Topology
 
-# Colours are Grafana's named palette, the same as the status page's.
+# Colours are Grafana's named palette; unknown is a neutral grey, not the
+# theme's text colour (white on a dark theme).
+GREY = "#8e8e8e"
 PATH_STATE_CODES: Mapping[PathState, tuple[int, str]] = {
-    PathState.UNKNOWN: (0, "text"),
+    PathState.UNKNOWN: (0, GREY),
     PathState.UP: (1, "green"),
-    PathState.DEGRADED: (2, "orange"),
+    PathState.DEGRADED: (2, "yellow"),
     PathState.DOWN: (3, "red"),
 }
 STATUS_CODES: Mapping[Status, tuple[int, str]] = {
@@ -28,7 +30,7 @@ STATUS_CODES: Mapping[Status, tuple[int, str]] = {
     Status.DEGRADED: (2, "yellow"),
     Status.BACKUP: (3, "orange"),
     Status.ALL_DOWN: (4, "red"),
-    Status.UNKNOWN: (5, "text"),
+    Status.UNKNOWN: (5, GREY),
     Status.OFFLINE: (6, "purple"),
 }
 PATH_COLOURS = ("green", "orange", "red", "purple")  # by preference: primary first
@@ -51,15 +53,6 @@ def coded(metric: str, label: str, codes: Mapping[str, int], by: str, **labels: 
         for value, code in codes.items()
     ]
     return f"max by ({by}) ({' or '.join(terms)})"
-
-
-def moved(counter: str, window: str) -> str:
-    """The counter moved within `window`: it changed, or its series is new
-    (a counter's first event creates it at 1, which `changes` cannot see).
-    "New" is "no sample in the day before": a scrape gap that marks the
-    series stale for a while does not make it new."""
-    before = f"last_over_time({counter}[1d] offset {window})"
-    return f"(changes({counter}[{window}]) > 0) or ({counter} unless {before})"
 
 
 def path_names(topo: Topology) -> list[str]:

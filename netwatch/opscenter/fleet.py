@@ -86,6 +86,7 @@ class PathView:
 ROUTE_EVENTS = frozenset(
     {EventType.ROUTE_REINSTALLED, EventType.ROUTE_CONFLICT, EventType.ROUTE_ERROR}
 )
+COUNTED_FROM_ZERO = (EventType.ROUTE_REINSTALLED, EventType.ROUTE_ERROR)  # the alerts' counters
 
 
 @dataclass(frozen=True)
@@ -124,6 +125,18 @@ class TownView:
     )
     _seen: deque[str] = field(default_factory=lambda: deque(maxlen=SEEN_EVENT_IDS))
     _seen_set: set[str] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        # The counters a town can expect start at 0, so that its first
+        # failover or route event is a change Prometheus sees (`increase`,
+        # `changes`), not a new series.
+        primary = self.town.primary.name
+        for path in self.town.paths:
+            if path.name != primary:
+                self.failovers.setdefault((primary, path.name, "failover"), 0)
+                self.failovers.setdefault((path.name, primary, "failback"), 0)
+        for event in COUNTED_FROM_ZERO:
+            self.route_events.setdefault(event.value, 0)
 
     @property
     def id(self) -> str:

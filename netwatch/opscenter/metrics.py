@@ -6,10 +6,10 @@ are served apart (`/metrics/probes`, `_ProbeCollector`).
 A town that is stale or offline exports no path figures and no active
 path: a dashboard must show it as unknown, not as its last good state.
 
-`town_status` and `path_state` carry one series each, the current status
-or state with the value 1 (select with `== 1`): all six statuses and four
-states of 1,741 towns would be 24,000 series of zeros, and a scrape twice
-as slow.
+`town_status`, `path_state` and `active_path` carry one series each, the
+current status, state or path with the value 1 (select with `== 1`): all
+six statuses, four states and both paths of 1,741 towns would be 26,000
+series of zeros, and a scrape twice as slow.
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ class _FleetCollector(Collector):
         )
         active = g(
             "netwatch_fleet_active_path",
-            "1 for the path carrying the town's traffic",
+            "1, labelled with the path carrying the town's traffic (none: unknown or offline)",
             labels=path_l,
         )
         state = g(
@@ -124,7 +124,8 @@ class _FleetCollector(Collector):
             for path in view.town.paths:
                 name = path.name
                 p = view.paths.get(name) if known else None
-                active.add_metric([t, name], 1.0 if known and view.active_path == name else 0.0)
+                if known and view.active_path == name:
+                    active.add_metric([t, name], 1.0)
                 shown = p.state if p is not None else PathState.UNKNOWN
                 state.add_metric([t, name, shown.value], 1.0)
                 if p is None:
@@ -164,16 +165,20 @@ class _ProbeCollector(Collector):
     fleet's state (`/metrics/probes`), so that Prometheus can scrape them
     less often, and a scrape of either holds the event loop half as long."""
 
-    def __init__(self, fleet: Fleet) -> None:
+    def __init__(self, fleet: Fleet, clock: Callable[[], float]) -> None:
         self._fleet = fleet
+        self._clock = clock
 
     def collect(self) -> Iterator[Metric]:
+        fleet, now = self._fleet, self._clock()
         probes = CounterMetricFamily(
             "netwatch_fleet_probe_results",
             "the agent's probes by path, kind and outcome, from its metrics summaries",
             labels=["town", "path", "kind", "outcome"],
         )
-        for view in self._fleet:
+        for view in fleet:
+            if view.status(now, fleet.stale_after) in (Status.UNKNOWN, Status.OFFLINE):
+                continue  # as its path figures: not its last good counts
             for (path, kind, outcome), count in view.probe_results().items():
                 probes.add_metric([view.id, path, kind, outcome], count)
         yield probes
@@ -205,7 +210,7 @@ class ServiceMetrics:
         for reason in Reason:
             rejected.labels(reason.value)  # every reason exported from the start, at 0
         probes = CollectorRegistry()
-        probes.register(_ProbeCollector(fleet))
+        probes.register(_ProbeCollector(fleet, clock))
         return cls(
             registry=registry,
             probes_registry=probes,
