@@ -302,8 +302,8 @@ class Result:
     scrape_p50_s: float
     scrape_max_s: float
     scrape_bytes: int
-    probes_scrape_max_s: float  # /metrics/probes, scraped half as often
-    probes_scrape_bytes: int
+    counters_scrape_max_s: float  # /metrics/counters, scraped half as often
+    counters_scrape_bytes: int
     rejected: float
 
 
@@ -374,7 +374,7 @@ def _window(
     def scrape_every_2s() -> None:
         # Its own thread and connection: a scrape must not hold up the
         # latency poll (the service's load while scraping still counts).
-        # The probe counters every other time, as Prometheus is configured
+        # The counters every other time, as Prometheus is configured
         # (15 s and 30 s; here 2 s and 4 s).
         nonlocal scrape_bytes, probes_bytes
         with httpx.Client(base_url=str(http.base_url), timeout=10) as scraper:
@@ -383,7 +383,7 @@ def _window(
                 tick += 1  # /metrics at even seconds, the probes at every fourth odd one
                 if tick % 4 == 3:
                     continue
-                path = "/metrics" if tick % 2 == 0 else "/metrics/probes"
+                path = "/metrics" if tick % 2 == 0 else "/metrics/counters"
                 start = time.perf_counter()
                 body = scraper.get(path).content
                 spent = time.perf_counter() - start
@@ -423,8 +423,8 @@ def _window(
         scrape_p50_s=round(statistics.median(scrapes), 4) if scrapes else math.nan,
         scrape_max_s=round(max(scrapes), 4) if scrapes else math.nan,
         scrape_bytes=scrape_bytes,
-        probes_scrape_max_s=round(max(probe_scrapes), 4) if probe_scrapes else math.nan,
-        probes_scrape_bytes=probes_bytes,
+        counters_scrape_max_s=round(max(probe_scrapes), 4) if probe_scrapes else math.nan,
+        counters_scrape_bytes=probes_bytes,
         rejected=_counter(end, "netwatch_opscenter_messages_rejected_total"),
     )
 

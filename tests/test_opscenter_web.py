@@ -152,9 +152,13 @@ def test_fleet_metrics_say_a_town_is_on_its_backup(ctx: Context) -> None:
     assert active == {"backup": 1.0}  # one series, as the status and the path state
     status = [s[0]["status"] for s in m["netwatch_fleet_town_status"] if s[1] == 1.0]
     assert status == ["backup", "unknown", "unknown", "unknown"]
-    assert ({"town": "nishiki", "from": "primary", "to": "backup", "reason": "failover"}, 1.0) in m[
-        "netwatch_fleet_failovers_total"
-    ]
+    counters = families(Client(ctx).get("/metrics/counters").text)
+    moves = {
+        (s[0]["from"], s[0]["to"], s[0]["reason"]): s[1]
+        for s in counters["netwatch_fleet_failovers_total"]
+        if s[0]["town"] == "nishiki"
+    }
+    assert moves == {("primary", "backup", "failover"): 1.0, ("backup", "primary", "failback"): 0.0}
     assert ({"town": "nishiki"}, 0.131) in m["netwatch_fleet_last_failover_duration_seconds"]
     assert all(n.startswith(("netwatch_fleet_", "netwatch_opscenter_")) for n in m)
 
@@ -172,21 +176,25 @@ def test_fleet_metrics_carry_probe_outcomes_and_route_events(ctx: Context) -> No
     )
     m = families(Client(ctx).get("/metrics").text)
     assert "netwatch_fleet_probe_results_total" not in m  # apart, scraped less often
-    p = families(Client(ctx).get("/metrics/probes").text)
+    p = families(Client(ctx).get("/metrics/counters").text)
     probes = {
         (s[0]["path"], s[0]["kind"], s[0]["outcome"]): s[1]
         for s in p["netwatch_fleet_probe_results_total"]
     }
     assert probes == {k: float(n) for k, n in counts.items()}
-    assert set(p) == {"netwatch_fleet_probe_results_total"}
+    assert set(p) == {
+        "netwatch_fleet_probe_results_total",
+        "netwatch_fleet_failovers_total",
+        "netwatch_fleet_route_events_total",
+    }
     events = {
         s[0]["event"]: s[1]
-        for s in m["netwatch_fleet_route_events_total"]
+        for s in p["netwatch_fleet_route_events_total"]
         if s[0]["town"] == "nishiki"
     }
     assert events == {"route_reinstalled": 1.0, "route_conflict": 1.0, "route_error": 0.0}
     ctx.clock.now += 60  # type: ignore[attr-defined]
-    stale = families(Client(ctx).get("/metrics/probes").text)
+    stale = families(Client(ctx).get("/metrics/counters").text)
     assert not stale.get("netwatch_fleet_probe_results_total")  # unknown: no figures
     assert m["netwatch_fleet_route_conflict"] == [({"town": "nishiki"}, 1.0)]
 
@@ -208,7 +216,7 @@ def test_fleet_metrics_pass_promtool(ctx: Context) -> None:
     counts = {("primary", "icmp", "ok"): 40}
     feed(ctx, metrics(at=utc_now(), probes={"outcomes": outcomes_json(counts)}))
     feed(ctx, event(EventType.ROUTE_CONFLICT, at=utc_now(), to="primary"))
-    for path in ("/metrics", "/metrics/probes"):
+    for path in ("/metrics", "/metrics/counters"):
         text = Client(ctx).get(path).text
         done = subprocess.run(
             ["promtool", "check", "metrics"],

@@ -167,7 +167,7 @@ def start_prometheus(topo: Topology, plan: Plan, state: LabState) -> bool:
     scrape = Scrape(
         interval_s=PROMETHEUS_SCRAPE_S,
         opscenter=f"{plan.broker_address}:{OPSCENTER_PORT}",
-        probes_interval_s=2 * PROMETHEUS_SCRAPE_S,
+        counters_interval_s=2 * PROMETHEUS_SCRAPE_S,
     )
     for name, text in prometheus_files(topo, scrape, lab=True).items():
         path = run.prometheus / Path(name)

@@ -144,7 +144,7 @@ def rules(topo: Topology, alerts: Alerts) -> dict[str, Any]:
     service_rules = [
         rule(
             "OpscenterDown",
-            f'up{{job=~"{OPSCENTER_JOB}(-probes)?"}} == 0',
+            f'up{{job=~"{OPSCENTER_JOB}(-counters)?"}} == 0',
             "critical",
             "Prometheus cannot scrape the operations center.",
             "The operations center's {{ $labels.job }} endpoint ({{ $labels.instance }}) does "

@@ -48,6 +48,9 @@ from netwatch.topology import Topology
 GRAFANA_VERSION = "11.6"  # what grafana-foundation-sdk's pinned release targets
 DATASOURCE = model.DataSourceRef(type_val="prometheus", uid="${datasource}")
 ANNOTATION = "Failovers and failbacks"
+# The counters' own, slower scrape (/metrics/counters): their panels' least
+# step, so that `$__rate_interval` holds enough of their samples.
+COUNTERS_STEP = prom_duration(PRODUCTION.counters_interval_s)
 TAGS = ["netwatch"]
 
 
@@ -518,7 +521,7 @@ def town_detail(topo: Topology) -> Dashboard:
                 + q.selector("netwatch_fleet_probe_results_total", town=one)
                 + "[$__rate_interval]))",
                 "{{path}} {{kind}} {{outcome}}",
-            ).interval(prom_duration(PRODUCTION.probes_interval_s)),  # its own, slower scrape
+            ).interval(COUNTERS_STEP),  # their own, slower scrape
         )
     )
     return d
@@ -672,7 +675,13 @@ def _annotation_display(expr: str) -> dict[str, Any]:
         "titleFormat": "{{reason}}: {{from}} → {{to}}",
         "tagKeys": "reason",
         "useValueForTime": False,
-        "target": {"expr": expr, "refId": "Anno", "datasource": DATASOURCE.to_json()},
+        "step": COUNTERS_STEP,
+        "target": {
+            "expr": expr,
+            "refId": "Anno",
+            "interval": COUNTERS_STEP,
+            "datasource": DATASOURCE.to_json(),
+        },
     }
 
 

@@ -31,13 +31,13 @@ class Scrape:
 
     interval_s: float
     opscenter: str  # HOST:PORT of the fleet endpoint
-    probes_interval_s: float  # the agents' probe counters: a dozen series a town
+    counters_interval_s: float  # failovers, route events, probe outcomes: read as increases
     loadprobe: Sequence[str] = ()  # HOST:PORT while a run serves (file_sd)
     agents: Sequence[str] = ()
 
 
 # Prometheus beside the operations center, which listens on loopback.
-PRODUCTION = Scrape(interval_s=15.0, opscenter="127.0.0.1:9471", probes_interval_s=30.0)
+PRODUCTION = Scrape(interval_s=15.0, opscenter="127.0.0.1:9471", counters_interval_s=30.0)
 
 
 def _yaml(data: Any) -> str:
@@ -57,12 +57,12 @@ def prometheus_config(scrape: Scrape) -> str:
         "scrape_configs": [
             # One target for the fleet: never a town over a failing WAN.
             {"job_name": OPSCENTER_JOB, "static_configs": [{"targets": [scrape.opscenter]}]},
-            # The agents' probe counters, from the same service: counters, read
-            # as rates over minutes, so scraped less often.
+            # The fleet's counters, from the same service: read as increases
+            # over minutes, so scraped less often.
             {
-                "job_name": f"{OPSCENTER_JOB}-probes",
-                "scrape_interval": prom_duration(scrape.probes_interval_s),
-                "metrics_path": "/metrics/probes",
+                "job_name": f"{OPSCENTER_JOB}-counters",
+                "scrape_interval": prom_duration(scrape.counters_interval_s),
+                "metrics_path": "/metrics/counters",
                 "static_configs": [{"targets": [scrape.opscenter]}],
             },
             # loadprobe's endpoint lives only while a run does: list where runs

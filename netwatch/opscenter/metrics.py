@@ -1,7 +1,8 @@
 """The fleet's Prometheus endpoint: ``netwatch_fleet_*`` with a `town`
 label (and `path` where it applies), read from the fleet at scrape time;
-and the service's own ``netwatch_opscenter_*``. The agents' probe counters
-are served apart (`/metrics/probes`, `_ProbeCollector`).
+and the service's own ``netwatch_opscenter_*``.
+The fleet's counters (failovers, route events, the agents' probe
+outcomes) are served apart, at `/metrics/counters` (`_CounterCollector`).
 
 A town that is stale or offline exports no path figures and no active
 path: a dashboard must show it as unknown, not as its last good state.
@@ -68,11 +69,6 @@ class _FleetCollector(Collector):
         p50 = g("netwatch_fleet_path_rtt_p50_seconds", "median probe RTT", labels=path_l)
         p95 = g("netwatch_fleet_path_rtt_p95_seconds", "95th percentile probe RTT", labels=path_l)
         jitter = g("netwatch_fleet_path_jitter_seconds", "probe RTT jitter", labels=path_l)
-        failovers = CounterMetricFamily(
-            "netwatch_fleet_failovers",
-            "moves of a town's traffic by from, to and reason (failover, failback, switch)",
-            labels=[*town_l, "from", "to", "reason"],
-        )
         last = g(
             "netwatch_fleet_last_failover_duration_seconds",
             "the last failover's outage: fault suspected to routes applied",
@@ -85,12 +81,6 @@ class _FleetCollector(Collector):
         )
         all_down = g(
             "netwatch_fleet_all_paths_down", "1 while no path of the town works", labels=town_l
-        )
-        route_events = CounterMetricFamily(
-            "netwatch_fleet_route_events",
-            "the agent found the kernel's routes other than it left them: "
-            "route_reinstalled, route_conflict, route_error",
-            labels=[*town_l, "event"],
         )
         conflict = g(
             "netwatch_fleet_route_conflict",
@@ -109,12 +99,8 @@ class _FleetCollector(Collector):
             heard = view.age(now)
             if heard is not None:
                 age.add_metric([t], heard)
-            for key, n in view.failovers.items():
-                failovers.add_metric([t, *key], float(n))
             if view.last_failover is not None and view.last_failover.outage_s is not None:
                 last.add_metric([t], view.last_failover.outage_s)
-            for event, times in view.route_events.items():
-                route_events.add_metric([t, event], float(times))
             if view.route_conflict is not None:
                 conflict.add_metric([t], 1.0 if view.route_conflict else 0.0)
             known = current not in (Status.UNKNOWN, Status.OFFLINE)
@@ -150,20 +136,20 @@ class _FleetCollector(Collector):
             p50,
             p95,
             jitter,
-            failovers,
             last,
             backup,
             all_down,
-            route_events,
             conflict,
             towns,
         )
 
 
-class _ProbeCollector(Collector):
-    """The agents' probe counters, a dozen series a town: apart from the
-    fleet's state (`/metrics/probes`), so that Prometheus can scrape them
-    less often, and a scrape of either holds the event loop half as long."""
+class _CounterCollector(Collector):
+    """The fleet's counters, some sixteen series a town: failovers, route
+    events, the agents' probe outcomes. Apart from the fleet's state
+    (`/metrics/counters`): counters are read as increases over minutes, so
+    Prometheus scrapes them half as often, and a scrape of either holds
+    the event loop half as long."""
 
     def __init__(self, fleet: Fleet, clock: Callable[[], float]) -> None:
         self._fleet = fleet
@@ -171,17 +157,33 @@ class _ProbeCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         fleet, now = self._fleet, self._clock()
+        failovers = CounterMetricFamily(
+            "netwatch_fleet_failovers",
+            "moves of a town's traffic by from, to and reason (failover, failback, switch)",
+            labels=["town", "from", "to", "reason"],
+        )
+        route_events = CounterMetricFamily(
+            "netwatch_fleet_route_events",
+            "the agent found the kernel's routes other than it left them: "
+            "route_reinstalled, route_conflict, route_error",
+            labels=["town", "event"],
+        )
         probes = CounterMetricFamily(
             "netwatch_fleet_probe_results",
             "the agent's probes by path, kind and outcome, from its metrics summaries",
             labels=["town", "path", "kind", "outcome"],
         )
         for view in fleet:
+            t = view.id
+            for key, n in view.failovers.items():
+                failovers.add_metric([t, *key], float(n))
+            for event, times in view.route_events.items():
+                route_events.add_metric([t, event], float(times))
             if view.status(now, fleet.stale_after) in (Status.UNKNOWN, Status.OFFLINE):
                 continue  # as its path figures: not its last good counts
             for (path, kind, outcome), count in view.probe_results().items():
-                probes.add_metric([view.id, path, kind, outcome], count)
-        yield probes
+                probes.add_metric([t, path, kind, outcome], count)
+        yield from (failovers, route_events, probes)
 
 
 @dataclass
@@ -189,7 +191,7 @@ class ServiceMetrics:
     """What the service itself counts."""
 
     registry: CollectorRegistry
-    probes_registry: CollectorRegistry  # /metrics/probes
+    counters_registry: CollectorRegistry  # /metrics/counters
     accepted: Counter
     rejected: Counter
     duplicates: Counter
@@ -209,11 +211,11 @@ class ServiceMetrics:
         )
         for reason in Reason:
             rejected.labels(reason.value)  # every reason exported from the start, at 0
-        probes = CollectorRegistry()
-        probes.register(_ProbeCollector(fleet, clock))
+        counters = CollectorRegistry()
+        counters.register(_CounterCollector(fleet, clock))
         return cls(
             registry=registry,
-            probes_registry=probes,
+            counters_registry=counters,
             accepted=Counter(
                 "netwatch_opscenter_messages",
                 "messages accepted, by kind",

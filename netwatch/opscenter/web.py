@@ -5,7 +5,7 @@ stream and the fleet's /metrics, as one ASGI app (FastAPI).
     /towns/{town}             one town: event timeline, RTT and loss charts
     /static/...               the pages' own script and style (no internet)
     /metrics                  netwatch_fleet_* and netwatch_opscenter_*
-    /metrics/probes           the agents' probe counters (netwatch_fleet_probe_results_total)
+    /metrics/counters         the fleet's counters: failovers, route events, probe outcomes
     /api/v1/fleet             every town's row
     /api/v1/towns/{town}      one town's row
     /api/v1/towns/{town}/samples?hours=
@@ -170,9 +170,9 @@ def create_app(ctx: Context) -> FastAPI:
     async def metrics() -> Response:
         return Response(generate_latest(ctx.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    @app.get("/metrics/probes", include_in_schema=False)
-    async def probe_metrics() -> Response:
-        body = generate_latest(ctx.metrics.probes_registry)
+    @app.get("/metrics/counters", include_in_schema=False)
+    async def counter_metrics() -> Response:
+        body = generate_latest(ctx.metrics.counters_registry)
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/api/v1/fleet", summary="every town, in cutover order")
