@@ -61,7 +61,10 @@ def print_summary(name: str, topo: Topology, out: TextIO) -> None:
     targets = dc.targets
     w(f"datacenter: {dc.name}, prefixes {', '.join(map(str, dc.prefixes))}\n")
     w(f"  targets: icmp {targets.icmp}, tcp {targets.tcp}, http {targets.http}\n")
-    w(f"opscenter: {ops.name}, prefix {ops.prefix}, mqtt {ops.mqtt}, prometheus {ops.prometheus}\n")
+    w(
+        f"opscenter: {ops.name}, prefix {ops.prefix}, mqtt {ops.mqtt}, "
+        f"prometheus {ops.prometheus}, grafana {ops.grafana}\n"
+    )
     w(f"policy: default {topo.policy.default}\n")
     for pname, prof in topo.policy.profiles.items():
         interval, suspect = format_duration(prof.interval), format_duration(prof.suspect_interval)
@@ -82,6 +85,12 @@ def print_summary(name: str, topo: Topology, out: TextIO) -> None:
         w(
             f"  {tname:<15} {format_duration(sla.p95):>6} {format_duration(sla.p99):>6} "
             f"{format_percentage(sla.max_error_ratio):>7} {sla.max_degradation:>5g}x\n"
+        )
+    for label, alerts in (("alerts", topo.alerts), ("  in the lab", topo.lab_alerts)):
+        d = format_duration
+        w(
+            f"{label}: path down {d(alerts.path_down_for)}, on backup {d(alerts.on_backup_after)}, "
+            f"silent {d(alerts.stale_for)}, flapping at {alerts.flapping_per_hour} failovers/h\n"
         )
     lab = topo.lab
     w(

@@ -351,7 +351,30 @@ CASES = [
         "interface name of 1-15 characters",
     ),
     Case("town id with capitals", "id: nishiki", "id: Nishiki", "towns[0].id", "lowercase id"),
+    Case(
+        "alert threshold without a unit",
+        "on_backup_after: 15m",
+        "on_backup_after: soon",
+        "alerts.on_backup_after",
+        "duration",
+    ),
+    Case(
+        "unknown key in the lab's alerts",
+        "alerts: {path_down_for: 2s,",
+        "alerts: {path_down: 2s,",
+        "lab.alerts.path_down",
+        "unknown key 'path_down'",
+    ),
 ]
+
+
+def test_the_labs_alerts_replace_only_the_keys_they_give() -> None:
+    topo = loads(GOOD, "topology.yaml")
+    lab = topo.lab_alerts
+    assert (lab.path_down_for, lab.on_backup_after, lab.stale_for) == (2.0, 5.0, 10.0)
+    assert lab.flapping_per_hour == topo.alerts.flapping_per_hour == 4
+    assert lab.acceptance_window == topo.alerts.acceptance_window == 6 * 3600
+    assert topo.alerts.on_backup_after == 15 * 60
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
