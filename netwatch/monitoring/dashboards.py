@@ -276,26 +276,8 @@ def fleet_overview(topo: Topology) -> Dashboard:
             mappings=ONLINE_MAPPINGS,
         )
     )
-    d = d.with_panel(
-        _stat(
-            "Status",
-            "the town's status as the operations center derives it",
-            "none",
-            _target(q.town_status("town", town=one), instant=True),
-            width=3,
-            mappings=STATUS_MAPPINGS,
-        )
-    )
-    d = d.with_panel(
-        _stat(
-            "Path in use",
-            "the path carrying the town's traffic (No data: unknown or offline)",
-            "none",
-            _target(q.active_path(topo, "town", town=one), instant=True),
-            width=3,
-            mappings=_path_mappings(topo),
-        )
-    )
+    d = d.with_panel(_status_stat(one, width=3))
+    d = d.with_panel(_path_in_use_stat(topo, one, width=3))
     for name in paths:
         d = d.with_panel(
             _stat(
@@ -333,33 +315,60 @@ def fleet_overview(topo: Topology) -> Dashboard:
             thresholds=_latency_steps(topo),
         )
     )
+    d = d.with_panel(_on_backup_stat(one, width=3))
     d = d.with_panel(
-        _stat(
-            "Time on backup",
-            "how long the town has been off its primary path (0 on the primary)",
-            "dtdurations",
-            _target(q.selector("netwatch_fleet_on_backup_seconds", town=one), instant=True),
-            width=3,
-            thresholds=_steps((None, "green"), (1, "orange")),
-        )
-    )
-    d = d.with_panel(
-        _stat(
-            "Failovers",
-            "moves off the primary in the dashboard's time range",
-            "short",
-            _target(_failovers_in_range(one), instant=True),
-            width=24 - 2 - 3 - 3 - path_width * len(paths) - 3 - 3 - 3,
-            thresholds=_steps((None, "green"), (1, "orange")),
-        )
+        _failovers_stat(one, width=24 - 2 - 3 - 3 - path_width * len(paths) - 3 - 3 - 3)
     )
     return d
 
 
-def _failovers_in_range(town: str) -> str:
+# -- panels both the overview and the town's dashboard show --------------------
+
+
+def _status_stat(town: str, *, width: int) -> stat.Panel:
+    return _stat(
+        "Status",
+        "the town's status as the operations center derives it",
+        "none",
+        _target(q.town_status("town", town=town), instant=True),
+        width=width,
+        mappings=STATUS_MAPPINGS,
+    )
+
+
+def _path_in_use_stat(topo: Topology, town: str, *, width: int) -> stat.Panel:
+    return _stat(
+        "Path in use",
+        "the path carrying the town's traffic (No data: unknown or offline)",
+        "none",
+        _target(q.active_path(topo, "town", town=town), instant=True),
+        width=width,
+        mappings=_path_mappings(topo),
+    )
+
+
+def _on_backup_stat(town: str, *, width: int) -> stat.Panel:
+    return _stat(
+        "Time on backup",
+        "how long the town has been off its primary path (0 on the primary)",
+        "dtdurations",
+        _target(q.selector("netwatch_fleet_on_backup_seconds", town=town), instant=True),
+        width=width,
+        thresholds=_steps((None, "green"), (1, "orange")),
+    )
+
+
+def _failovers_stat(town: str, *, width: int) -> stat.Panel:
     # The counters start at 0 (netwatch.opscenter.fleet): the first counts.
     moves = q.selector("netwatch_fleet_failovers_total", town=town, reason="failover")
-    return f"sum(increase({moves}[$__range]))"
+    return _stat(
+        "Failovers",
+        "moves off the primary in the dashboard's time range",
+        "short",
+        _target(f"sum(increase({moves}[$__range]))", instant=True),
+        width=width,
+        thresholds=_steps((None, "green"), (1, "orange")),
+    )
 
 
 def _loss_steps(topo: Topology) -> ThresholdsConfig:
@@ -397,36 +406,9 @@ def town_detail(topo: Topology) -> Dashboard:
         .expr(_failover_annotation(one))
     )
     d = d.with_row(Row("Now"))
-    d = d.with_panel(
-        _stat(
-            "Status",
-            "the town's status as the operations center derives it",
-            "none",
-            _target(q.town_status("town", town=one), instant=True),
-            width=4,
-            mappings=STATUS_MAPPINGS,
-        )
-    )
-    d = d.with_panel(
-        _stat(
-            "Path in use",
-            "the path carrying the town's traffic (No data: unknown or offline)",
-            "none",
-            _target(q.active_path(topo, "town", town=one), instant=True),
-            width=4,
-            mappings=_path_mappings(topo),
-        )
-    )
-    d = d.with_panel(
-        _stat(
-            "Time on backup",
-            "how long the town has been off its primary path (0 on the primary)",
-            "dtdurations",
-            _target(q.selector("netwatch_fleet_on_backup_seconds", town=one), instant=True),
-            width=4,
-            thresholds=_steps((None, "green"), (1, "orange")),
-        )
-    )
+    d = d.with_panel(_status_stat(one, width=4))
+    d = d.with_panel(_path_in_use_stat(topo, one, width=4))
+    d = d.with_panel(_on_backup_stat(one, width=4))
     d = d.with_panel(
         _stat(
             "Last failover outage",
@@ -443,16 +425,7 @@ def town_detail(topo: Topology) -> Dashboard:
             thresholds=_steps((None, "green"), (1, "orange"), (5, "red")),
         )
     )
-    d = d.with_panel(
-        _stat(
-            "Failovers",
-            "moves off the primary in the dashboard's time range",
-            "short",
-            _target(_failovers_in_range(one), instant=True),
-            width=4,
-            thresholds=_steps((None, "green"), (1, "orange")),
-        )
-    )
+    d = d.with_panel(_failovers_stat(one, width=4))
     d = d.with_panel(
         _stat(
             "Last message",
@@ -609,9 +582,7 @@ def drills(topo: Topology) -> Dashboard:
             "failed transactions a second, per transaction",
             "ops",
             _target(
-                "sum by (transaction) (rate("
-                + q.selector("loadprobe_transaction_failures_total", town=one)
-                + "[$__rate_interval]))",
+                _per_transaction_rate("loadprobe_transaction_failures_total", one),
                 "{{transaction}}",
             ),
         )
@@ -630,14 +601,16 @@ def drills(topo: Topology) -> Dashboard:
             "completed transactions a second, per transaction",
             "ops",
             _target(
-                "sum by (transaction) (rate("
-                + q.selector("loadprobe_transactions_total", town=one)
-                + "[$__rate_interval]))",
+                _per_transaction_rate("loadprobe_transactions_total", one),
                 "{{transaction}}",
             ),
         )
     )
     return d
+
+
+def _per_transaction_rate(counter: str, town: str) -> str:
+    return f"sum by (transaction) (rate({q.selector(counter, town=town)}[$__rate_interval]))"
 
 
 def _thresholds_failed(town: str) -> str:
