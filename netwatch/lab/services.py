@@ -121,11 +121,8 @@ def opscenter_url(plan: Plan) -> str:
 def start_opscenter(plan: Plan, state: LabState) -> bool:
     """The operations center in nw-ops, beside the broker; False if it runs."""
     service = Service(Kind.OPSCENTER)
-    record = _record(state, service)
-    if record is not None and record.alive():
+    if _running(state, service):
         return False
-    if record is not None:
-        state.processes.remove(record)
     run = RunDir.of(state.run_dir)
     db = run.opscenter_db
     db.parent.mkdir(parents=True, exist_ok=True)
@@ -155,11 +152,8 @@ def start_prometheus(topo: Topology, plan: Plan, state: LabState) -> bool:
     (deploy/prometheus/'s, with the lab's addresses, a one-second scrape and
     `lab.alerts`); False if it runs. Its data lives as long as the lab."""
     service = Service(Kind.PROMETHEUS)
-    record = _record(state, service)
-    if record is not None and record.alive():
+    if _running(state, service):
         return False
-    if record is not None:
-        state.processes.remove(record)
     binary = shutil.which("prometheus") or "/usr/bin/prometheus"
     if not os.path.exists(binary):
         raise LabError("prometheus is not installed (apt-get install prometheus)")
@@ -197,11 +191,8 @@ def start_agents(topo: Topology, plan: Plan, state: LabState, policy: str | None
     started = []
     for town in topo.towns:
         service = Service.agent(town.id)
-        record = _record(state, service)
-        if record is not None and record.alive():
+        if _running(state, service):
             continue
-        if record is not None:
-            state.processes.remove(record)
         spool = run.agent_spool(town.id)
         spool.mkdir(parents=True, exist_ok=True)
         argv = [
@@ -318,6 +309,16 @@ def _start(
     state.processes.append(record)
     state.save()
     return record
+
+
+def _running(state: LabState, service: Service) -> bool:
+    """True if the service runs; otherwise its dead record is dropped."""
+    record = _record(state, service)
+    if record is not None and record.alive():
+        return True
+    if record is not None:
+        state.processes.remove(record)
+    return False
 
 
 def _record(state: LabState, service: Service) -> ProcRecord | None:
