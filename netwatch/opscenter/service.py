@@ -157,8 +157,7 @@ class Opscenter:
                         await client.subscribe(topic, qos=SUBSCRIBE_QOS[kind])
                     self._connected(True, None)
                     failures = 0
-                    async for _ in client.messages:
-                        pass  # nothing is queued; this ends when the connection does
+                    await self._until_stopped_or_lost(client)
             except aiomqtt.MqttError as exc:
                 failures += 1
                 self._connected(False, str(exc))
@@ -166,6 +165,30 @@ class Opscenter:
                 delay *= random.uniform(0.5, 1.0)  # operations centers must not retry in step
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), delay)
+
+    async def _until_stopped_or_lost(self, client: aiomqtt.Client) -> None:
+        """Until `stop` (returns) or the connection ends (raises MqttError).
+        The stop is awaited, not left to a cancellation: Python 3.11's
+        `asyncio.wait_for`, which aiomqtt awaits in, can swallow a cancel
+        that lands as its future completes (a stop right after the start
+        then hung here for ever)."""
+
+        async def drain() -> None:
+            async for _ in client.messages:
+                pass  # nothing is queued (handled on arrival); ends with the connection
+
+        lost = asyncio.create_task(drain(), name="opscenter-mqtt-drain")
+        stopped = asyncio.create_task(self._stop.wait(), name="opscenter-mqtt-stop")
+        try:
+            await asyncio.wait({lost, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (lost, stopped):
+                task.cancel()
+            await asyncio.gather(lost, stopped, return_exceptions=True)
+        if lost.done() and not lost.cancelled():
+            error = lost.exception()
+            if error is not None:
+                raise error  # the connection ended: MqttError, and the caller reconnects
 
     def _connected(self, connected: bool, error: str | None) -> None:
         if connected != self.link.connected or self.link.since is None:
