@@ -52,6 +52,7 @@ BACKOFF_INITIAL_S = 0.5
 BACKOFF_MAX_S = 30.0
 PRUNE_EVERY_S = 3600.0
 KEEPALIVE_S = 15
+STOP_TIMEOUT_S = 5.0  # for the tasks to end after a stop; then the service exits anyway
 # The QoS each leaf is taken at.  The session is persistent so that events
 # sent while the service is away wait for it; the broker's queue for an
 # absent session is bounded (Mosquitto: 1,000 messages), and a fleet's
@@ -271,8 +272,10 @@ class Opscenter:
         for task in tasks:
             if task.get_name() != "opscenter-http":
                 task.cancel()
-        results = await asyncio.gather(*tasks, return_exceptions=True)
+        _, hung = await asyncio.wait(tasks, timeout=STOP_TIMEOUT_S)
+        for task in hung:  # the last rows still reach the disk
+            log.warning("%s did not end %g s after the stop", task.get_name(), STOP_TIMEOUT_S)
         await self._flush()
-        for task, result in zip(tasks, results, strict=True):
-            if task in done and isinstance(result, Exception):
-                raise result  # a task that ended on its own by failing
+        for ended in tasks:
+            if ended in done and not ended.cancelled() and (error := ended.exception()):
+                raise error  # a task that ended on its own by failing
