@@ -95,14 +95,14 @@ def _snapshot() -> AgentSnapshot:
             health.round(t, {k: Sample(t, True, 0.012) for k in policy.probes})
         paths[name] = health.snapshot(1.0)
     return AgentSnapshot("nishiki", "primary", False, paths, MqttStatus(True, True, 2, 0, 7),
-                         {"late": 1, "foreign": 0})  # fmt: skip
+                         {"late": 1, "foreign": 0},
+                         probe_results={("primary", "icmp", "ok"): 1})  # fmt: skip
 
 
 def test_metrics_are_named_and_labelled_as_designed() -> None:
     snapshot = _snapshot()
     metrics = AgentMetrics("nishiki", lambda: snapshot)
     metrics.probe_rtt.labels("nishiki", "primary", "10.200.0.10", "icmp").observe(0.012)
-    metrics.probe_results.labels("nishiki", "primary", "icmp", "ok").inc()
     metrics.failovers.labels("nishiki", "primary", "backup", "failover").inc()
     metrics.last_failover.labels("nishiki").set(0.2)
     text = generate_latest(metrics.registry).decode()
@@ -125,7 +125,6 @@ def test_metrics_pass_promtool() -> None:
     snapshot = _snapshot()
     metrics = AgentMetrics("nishiki", lambda: snapshot)
     metrics.probe_rtt.labels("nishiki", "primary", "10.200.0.10", "icmp").observe(0.012)
-    metrics.probe_results.labels("nishiki", "primary", "icmp", "ok").inc()
     result = subprocess.run(
         ["promtool", "check", "metrics"], input=generate_latest(metrics.registry),
         capture_output=True, check=False,

@@ -166,6 +166,9 @@ def test_every_panel_query_returns_a_series_for_every_town(lab: Lab, tmp_path: P
                 return bool(series(lab, f'loadprobe_verdict_pass{{town="{town}"}}'))
 
             wait_for(verdict_scraped, timeout=180, step=1, what=f"{town}'s verdict scraped")
+        # Each measured run registered its endpoint with the lab's Prometheus.
+        registered = RunDir.of(lab.run_dir).prometheus.glob("targets/loadprobe-*.yml")
+        assert len(list(registered)) == len(towns)
         dashboards = sorted((ROOT / "dashboards").glob("*.json"))
         assert len(dashboards) == 3
         empty: list[str] = []
@@ -183,9 +186,6 @@ def test_every_panel_query_returns_a_series_for_every_town(lab: Lab, tmp_path: P
         for proc in runs:
             proc.kill()
             proc.communicate()
-    # Each run removed its target file when it exited (the kill is SIGKILL:
-    # only runs that ended on their own did; both are fine for Prometheus).
-    assert RunDir.of(lab.run_dir).prometheus.is_dir()
 
 
 def test_a_cut_of_nishikis_primary_fires_on_backup_and_path_down_and_both_resolve(

@@ -37,6 +37,9 @@ class AgentSnapshot:
     paths: dict[str, PathSnapshot]
     mqtt: MqttStatus = MqttStatus()
     icmp_ignored: dict[str, int] = field(default_factory=dict)
+    probe_results: dict[tuple[str, str, str], int] = field(
+        default_factory=dict
+    )  # path, kind, outcome
     # the kernel against the decision (None: the routes live elsewhere)
     routes_in_sync: bool | None = None
     route_conflicts: tuple[str, ...] = ()  # prefixes held by another protocol
@@ -158,6 +161,14 @@ class _StateCollector(Collector):
         for reason, count in sorted(snap.icmp_ignored.items()):
             ignored.add_metric([town, reason], float(count))
         yield ignored
+        results = CounterMetricFamily(
+            "netwatch_probe_results",
+            "probes by outcome",
+            labels=["town", "path", "kind", "outcome"],
+        )
+        for (path_name, kind, outcome), count in sorted(snap.probe_results.items()):
+            results.add_metric([town, path_name, kind, outcome], float(count))
+        yield results
 
 
 class AgentMetrics:
@@ -170,12 +181,6 @@ class AgentMetrics:
             "probe round-trip time",
             ["town", "path", "target", "kind"],
             buckets=RTT_BUCKETS,
-            registry=r,
-        )
-        self.probe_results = Counter(
-            "netwatch_probe_results",
-            "probes by outcome",
-            ["town", "path", "kind", "outcome"],
             registry=r,
         )
         self.failovers = Counter(

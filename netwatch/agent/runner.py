@@ -167,7 +167,8 @@ class Agent:
             if isinstance(prober, ReportsLate):  # answers after their deadline are latency
                 prober.on_late = self._on_late
         self.metrics = AgentMetrics(self.town.id, self.snapshot)
-        self._result_counters: dict[tuple[str, str, str], Any] = {}
+        # Probes by (path, kind, outcome): exported from the snapshot and sent
+        # in the metrics summaries.
         self._result_counts: collections.Counter[tuple[str, str, str]] = collections.Counter()
         self._rtt_histograms: dict[tuple[str, str], Any] = {}
         self.rounds = 0
@@ -320,14 +321,7 @@ class Agent:
     def _account(self, runner: PathRunner, result: ProbeResult) -> None:
         """Count a probe; say a probe that could not be sent once a minute."""
         town, path, kind = self.town.id, runner.name, result.kind
-        key = (path, kind, result.outcome)
-        counter = self._result_counters.get(key)
-        if counter is None:  # labels() is a lookup under a lock: once per series
-            counter = self._result_counters[key] = self.metrics.probe_results.labels(
-                town, path, kind, result.outcome
-            )
-        counter.inc()
-        self._result_counts[key] += 1
+        self._result_counts[(path, kind, result.outcome)] += 1
         if result.ok and result.rtt_s is not None:
             histogram = self._rtt_histograms.get((path, kind))
             if histogram is None:
@@ -684,6 +678,7 @@ class Agent:
             paths={name: h.snapshot(t) for name, h in self.health.items()},
             mqtt=mqtt,
             icmp_ignored=dict(counters) if isinstance(counters, dict) else {},
+            probe_results=dict(self._result_counts),
             routes_in_sync=self.routes_in_sync,
             route_conflicts=tuple(sorted(self.route_conflicts)),
         )

@@ -70,7 +70,7 @@ class Service:
         kind, _, town = text.partition("-")
         if kind == Kind.AGENT and town:
             return cls.agent(town)
-        if not town and kind in (Kind.TARGET, Kind.BROKER, Kind.OPSCENTER, Kind.PROMETHEUS):
+        if not town and kind in _PROCESS:  # every kind but the agents
             return cls(Kind(kind))
         raise ValueError(text)
 
