@@ -10,6 +10,7 @@ state     state    1, retained  the current truth: active path, each path
 events    event    1            failover, failback, degraded, drill results
 metrics   metrics  0            periodic summaries; losing one is harmless
 online    online   1, retained  true on connect; the Last Will sets it false
+drill     drill    1, retained  the town's last (or running) failover drill
 ========  =======  ===========  =============================================
 
 Every payload is a JSON object carrying ``schema`` (1), ``town``, ``ts`` (UTC,
@@ -78,6 +79,7 @@ class Kind(StrEnum):
     EVENT = "event"
     METRICS = "metrics"
     ONLINE = "online"
+    DRILL = "drill"
 
     @property
     def leaf(self) -> str:
@@ -89,6 +91,7 @@ _LEAVES = {
     Kind.EVENT: "events",
     Kind.METRICS: "metrics",
     Kind.ONLINE: "online",
+    Kind.DRILL: "drill",
 }
 _KIND_OF_LEAF = {leaf: kind for kind, leaf in _LEAVES.items()}
 
@@ -108,11 +111,32 @@ class EventType(StrEnum):
     ROUTE_REINSTALLED = "route_reinstalled"  # a missing or wrong route was put back
     ROUTE_CONFLICT = "route_conflict"  # another protocol's route sits on a prefix: left alone
     ROUTE_CONFLICT_CLEARED = "route_conflict_cleared"
+    HOLD = "hold"  # an operator holds the town on `path` (details: until, reason, by)
+    HOLD_RELEASED = "hold_released"  # the hold ended (reason: released, expired, path failed)
+    DRILL_STARTED = "drill_started"  # a drill began on the town (details: drill_id, fault)
+
+
+class DrillStatus(StrEnum):
+    """Where a drill is: `running` while it runs (the lock others see), then
+    its outcome.  `refused`: the precheck said no, nothing was touched."""
+
+    RUNNING = "running"
+    PASSED = "passed"
+    FAILED = "failed"
+    ABORTED = "aborted"
+    REFUSED = "refused"
 
 
 # Which optional fields an event type needs (the rest may be null).
 _NEEDS_TO_PATH = {EventType.FAILOVER, EventType.FAILBACK, EventType.ROUTES_APPLIED}
-_NEEDS_PATH = {EventType.PATH_DOWN, EventType.PATH_UP, EventType.DEGRADED, EventType.RECOVERED}
+_NEEDS_PATH = {
+    EventType.PATH_DOWN,
+    EventType.PATH_UP,
+    EventType.DEGRADED,
+    EventType.RECOVERED,
+    EventType.HOLD,
+    EventType.HOLD_RELEASED,
+}
 
 # Same rule as topology.yaml ids (towns and paths): they become topic levels.
 _TS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
@@ -234,6 +258,46 @@ class PathStatus(PathSummary):
             return cls(**r.summary_fields(), damped=r.flag("damped"), since=r.ts("since"))
 
 
+@dataclass(frozen=True, kw_only=True)
+class HoldStatus:
+    """A maintenance hold in the state message: the operator keeps the town
+    on `path` until `until` (or until that path fails), for `reason`."""
+
+    path: str
+    reason: str
+    by: str  # who placed it (user@host, or the drill's id)
+    since: datetime
+    until: datetime
+
+    def __post_init__(self) -> None:
+        _check_id(self.path, "path")
+        for name in ("reason", "by"):
+            if not isinstance(getattr(self, name), str):
+                raise MessageError(name, f"expected a string, got {getattr(self, name)!r}")
+        object.__setattr__(self, "since", _to_ms(self.since, "since"))
+        object.__setattr__(self, "until", _to_ms(self.until, "until"))
+
+    def to_dict(self) -> dict[str, JSON]:
+        return {
+            "path": self.path,
+            "reason": self.reason,
+            "by": self.by,
+            "since": format_ts(self.since),
+            "until": format_ts(self.until),
+        }
+
+    @classmethod
+    def from_dict(cls, data: object) -> Self:
+        with _Reader(data) as r:
+            return cls(
+                path=r.text("path"),
+                reason=r.text("reason"),
+                by=r.text("by"),
+                since=r.ts("since"),
+                until=r.ts("until"),
+            )
+
+
 # -- messages -----------------------------------------------------------------
 
 
@@ -305,11 +369,17 @@ class StateMessage(_Message):
     all_down: bool
     paths: Mapping[str, PathStatus]
     route_backend: str
+    hold: HoldStatus | None = None  # a maintenance hold in force
 
     def __post_init__(self) -> None:
         _Message.__post_init__(self)
         _check_bool(self.all_down, "all_down")
         _check_paths(self.paths, PathStatus)
+        if self.hold is not None:
+            if not isinstance(self.hold, HoldStatus):
+                raise MessageError("hold", f"expected a hold, got {self.hold!r}")
+            if self.hold.path not in self.paths:
+                raise MessageError("hold.path", f"{self.hold.path!r} is not one of the paths")
         if self.active_path is not None and self.active_path not in self.paths:
             known = ", ".join(self.paths) or "none"
             raise MessageError(
@@ -324,6 +394,7 @@ class StateMessage(_Message):
             "all_down": self.all_down,
             "paths": {name: status.to_dict() for name, status in self.paths.items()},
             "route_backend": self.route_backend,
+            "hold": None if self.hold is None else self.hold.to_dict(),
         }
 
     @classmethod
@@ -333,6 +404,7 @@ class StateMessage(_Message):
             "all_down": r.flag("all_down"),
             "paths": r.mapping("paths", PathStatus.from_dict),
             "route_backend": r.text("route_backend"),
+            "hold": r.part("hold", HoldStatus.from_dict),
         }
 
 
@@ -484,13 +556,90 @@ class OnlineMessage(_Message):
         return {"online": r.flag("online")}
 
 
-Message: TypeAlias = StateMessage | EventMessage | MetricsMessage | OnlineMessage
+@dataclass(frozen=True, kw_only=True)
+class DrillMessage(_Message):
+    """The town's last failover drill (retained), or the one running now:
+    while `status` is running it is the lock the operations center shows.
+    Durations are seconds as the drill's data-plane observer measured them;
+    None when the drill did not get that far."""
+
+    KIND: ClassVar[Kind] = Kind.DRILL
+
+    drill_id: str
+    status: DrillStatus
+    started: datetime
+    ended: datetime | None = None
+    fault: str = "lab"  # lab | command | manual
+    reason: str = ""  # why it failed or aborted, or "" for a pass
+    outage_s: float | None = None
+    failback_outage_s: float | None = None
+    detection_s: float | None = None  # the agent's own account: fault -> failover decided
+    load_passed: bool | None = None  # the degraded-mode load test's verdict
+    report: str | None = None  # where the report is (a path on the drill's host)
+
+    def __post_init__(self) -> None:
+        _Message.__post_init__(self)
+        try:
+            uuid.UUID(self.drill_id)
+        except (TypeError, ValueError, AttributeError):
+            raise MessageError("drill_id", f"expected a UUID, got {self.drill_id!r}") from None
+        _check_enum(self.status, DrillStatus, "status")
+        object.__setattr__(self, "started", _to_ms(self.started, "started"))
+        if self.ended is not None:
+            object.__setattr__(self, "ended", _to_ms(self.ended, "ended"))
+        for name in ("fault", "reason"):
+            if not isinstance(getattr(self, name), str):
+                raise MessageError(name, f"expected a string, got {getattr(self, name)!r}")
+        for name in ("outage_s", "failback_outage_s", "detection_s"):
+            _check_float(getattr(self, name), name)
+        if self.load_passed is not None:
+            _check_bool(self.load_passed, "load_passed")
+        if self.report is not None and not isinstance(self.report, str):
+            raise MessageError("report", f"expected a string or null, got {self.report!r}")
+
+    def _body(self) -> dict[str, JSON]:
+        return {
+            "drill_id": self.drill_id,
+            "status": self.status.value,
+            "started": format_ts(self.started),
+            "ended": None if self.ended is None else format_ts(self.ended),
+            "fault": self.fault,
+            "reason": self.reason,
+            "outage_s": self.outage_s,
+            "failback_outage_s": self.failback_outage_s,
+            "detection_s": self.detection_s,
+            "load_passed": self.load_passed,
+            "report": self.report,
+        }
+
+    @classmethod
+    def _read_body(cls, r: _Reader) -> dict[str, Any]:
+        load_passed = r.get("load_passed")
+        if load_passed is not None:
+            _check_bool(load_passed, "load_passed")
+        return {
+            "drill_id": r.text("drill_id"),
+            "status": r.choice("status", DrillStatus),
+            "started": r.ts("started"),
+            "ended": r.opt_ts("ended"),
+            "fault": r.text("fault"),
+            "reason": r.text("reason"),
+            "outage_s": r.opt_number("outage_s"),
+            "failback_outage_s": r.opt_number("failback_outage_s"),
+            "detection_s": r.opt_number("detection_s"),
+            "load_passed": load_passed,
+            "report": r.opt_text("report"),
+        }
+
+
+Message: TypeAlias = StateMessage | EventMessage | MetricsMessage | OnlineMessage | DrillMessage
 
 _CLASSES: dict[Kind, type[Message]] = {
     Kind.STATE: StateMessage,
     Kind.EVENT: EventMessage,
     Kind.METRICS: MetricsMessage,
     Kind.ONLINE: OnlineMessage,
+    Kind.DRILL: DrillMessage,
 }
 
 
@@ -582,6 +731,9 @@ class _Reader:
         except MessageError as exc:
             raise MessageError(key, exc.problem) from None
 
+    def opt_ts(self, key: str) -> datetime | None:
+        return None if self.get(key, None) is None else self.ts(key)
+
     def choice(self, key: str, enum: type[_E]) -> _E:
         value = self.text(key)
         try:
@@ -617,6 +769,16 @@ class _Reader:
             except MessageError as exc:
                 raise exc.within(f"{key}.{name}") from None
         return items
+
+    def part(self, key: str, parse_item: Callable[[object], _T]) -> _T | None:
+        """An optional nested object: absent or null is None."""
+        value = self.get(key, None)
+        if value is None:
+            return None
+        try:
+            return parse_item(value)
+        except MessageError as exc:
+            raise exc.within(key) from None
 
     def summary_fields(self) -> dict[str, Any]:
         return {

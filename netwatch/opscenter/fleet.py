@@ -28,6 +28,7 @@ from datetime import datetime
 
 from netwatch.health.state import PathState
 from netwatch.messages import (
+    DrillMessage,
     EventMessage,
     EventType,
     Message,
@@ -118,6 +119,7 @@ class TownView:
     route_conflict: bool | None = None  # None: never reported
     probe_summary: MetricsMessage | None = None  # the last, read at scrape time
     drill: EventMessage | None = None
+    last_drill: DrillMessage | None = None  # the retained `drill` topic: running or last
     acceptance: EventMessage | None = None
     version: int = 0  # bumped on every change, for live updates
     _probes: tuple[MetricsMessage | None, dict[tuple[str, str, str], float]] = field(
@@ -223,6 +225,9 @@ class Fleet:
         elif isinstance(message, OnlineMessage):
             changed = view.online != message.online
             view.online = message.online
+        elif isinstance(message, DrillMessage):
+            changed = view.last_drill != message
+            view.last_drill = message
         else:
             changed = self._metrics(view, message)
         if changed:

@@ -59,7 +59,7 @@ STOP_TIMEOUT_S = 5.0  # for the tasks to end after a stop; then the service exit
 # states, republished every few seconds, would fill it at once and push
 # the events out.  States are retained, so the newest comes at every
 # subscription anyway, and metrics summaries are published at QoS 0.
-SUBSCRIBE_QOS = {Kind.STATE: 0, Kind.EVENT: 1, Kind.METRICS: 0, Kind.ONLINE: 1}
+SUBSCRIBE_QOS = {Kind.STATE: 0, Kind.EVENT: 1, Kind.METRICS: 0, Kind.ONLINE: 1, Kind.DRILL: 1}
 
 
 @dataclass(frozen=True)
