@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from netwatch import check
+from netwatch import check, hold
 from netwatch.agent import cli as agent_cli
 from netwatch.errors import EXIT_ERROR, run_handler
 from netwatch.lab import cli as lab_cli
@@ -27,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_parser(subparsers)
     lab_cli.add_parser(subparsers)
     agent_cli.add_parser(subparsers)
+    hold.add_parser(subparsers)
     opscenter_cli.add_parser(subparsers)
     monitoring_cli.add_parser(subparsers)
     return parser

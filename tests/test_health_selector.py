@@ -10,7 +10,16 @@ from pathlib import Path
 
 import pytest
 
-from netwatch.health import Decision, HealthView, PathHealth, PathSelector, PathState, Sample
+from netwatch.health import (
+    Decision,
+    HealthView,
+    Hold,
+    HoldRefused,
+    PathHealth,
+    PathSelector,
+    PathState,
+    Sample,
+)
 from netwatch.health.simulate import Prober, Simulation
 from netwatch.topology import PolicyProfile, load
 
@@ -527,3 +536,82 @@ def test_pathhealth_tracks_clean_since() -> None:
     assert health.state is DEGRADED
     assert health.clean_since is None
     assert health.damping.penalty(t) > penalty  # a degraded episode counts as a flap
+
+
+# --- maintenance holds -------------------------------------------------------------------
+
+
+def _held(until: float = 100.0, path: str = "backup") -> Hold:
+    return Hold(path, since=0.0, until=until, reason="router work", by="test")
+
+
+def test_a_hold_moves_the_traffic_at_once_and_stops_failback() -> None:
+    s = PathSelector(["primary", "backup"], holddown_s=30.0)
+    s.active = "primary"
+    health = {"primary": up(), "backup": up()}
+    s.place_hold(_held(), health)
+    d = s.decide(1.0, health)
+    assert d == Decision(1.0, "primary", "backup", "held on backup: router work", "hold")
+    # The primary has been up far longer than the hold-down: no failback while held.
+    assert s.decide(90.0, health) is None
+    assert s.check_hold(90.0, health) is None
+
+
+def test_a_hold_ends_when_its_time_is_up_and_the_rules_take_over() -> None:
+    s = PathSelector(["primary", "backup"], holddown_s=30.0)
+    s.active = "backup"
+    health = {"primary": up(), "backup": up()}
+    s.place_hold(_held(until=50.0), health)
+    assert s.check_hold(49.9, health) is None
+    ended = s.check_hold(50.0, health)
+    assert ended is not None and ended[1] == "expired after 50s"
+    assert s.hold is None
+    d = s.decide(50.0, health)
+    assert d is not None and (d.new, d.kind) == ("primary", "failback")
+
+
+def test_a_hold_ends_when_its_path_fails_and_the_town_fails_over() -> None:
+    s = PathSelector(["primary", "backup"], holddown_s=30.0)
+    s.active = "backup"
+    health: dict[str, View] = {"primary": up(), "backup": up()}
+    s.place_hold(_held(), health)
+    health["backup"] = down("link down")
+    ended = s.check_hold(5.0, health)
+    assert ended is not None and ended[1] == "backup is down: link down"
+    d = s.decide(5.0, health)
+    assert d is not None and (d.new, d.kind) == ("primary", "failover")
+
+
+def test_a_hold_on_an_unknown_path_waits_rather_than_ending() -> None:
+    s = PathSelector(["primary", "backup"], holddown_s=30.0)
+    s.active = "primary"
+    health = {"primary": up(), "backup": up()}
+    s.place_hold(_held(), health)
+    health["backup"] = View(UNKNOWN)
+    assert s.check_hold(1.0, health) is None
+    assert s.decide(1.0, health) is None  # held, but not moved onto an unjudged path
+
+
+@pytest.mark.parametrize(
+    ("hold", "message"),
+    [
+        (_held(path="satellite"), "no path 'satellite'"),
+        (_held(path="primary"), "primary is down: a hold needs a working path"),
+        (_held(until=0.0), "a hold needs a time"),
+    ],
+)
+def test_a_hold_that_cannot_stand_is_refused(hold: Hold, message: str) -> None:
+    s = PathSelector(["primary", "backup"], holddown_s=30.0)
+    with pytest.raises(HoldRefused, match=message):
+        s.place_hold(hold, {"primary": down(), "backup": up()})
+    assert s.hold is None
+
+
+def test_a_hold_of_a_damped_path_still_holds() -> None:
+    s = PathSelector(["primary", "backup"], holddown_s=30.0)
+    s.active = "primary"
+    health = {"primary": up(), "backup": up(damped_until=1e9)}
+    s.place_hold(_held(), health)
+    d = s.decide(1.0, health)
+    assert d is not None and d.new == "backup"
+    assert s.release_hold() is not None and s.hold is None

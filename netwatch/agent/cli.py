@@ -15,6 +15,7 @@ from pathlib import Path
 
 from prometheus_client import start_http_server
 
+from netwatch.agent import control
 from netwatch.agent.routes import CommandBackend, DryRunBackend, NetlinkBackend, RouteBackend
 from netwatch.agent.runner import Agent, AgentSettings, EventSink
 from netwatch.errors import UserError
@@ -66,6 +67,17 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     parser.add_argument(
         "--withdraw-on-exit", action="store_true", help="remove netwatch's routes on SIGTERM"
+    )
+    parser.add_argument(
+        "--control-socket",
+        metavar="PATH",
+        help="unix socket for `netwatch hold` and drills, or 'off' "
+        f"(default: {control.DEFAULT_DIR}/agent-TOWN.sock, mode 0660)",
+    )
+    parser.add_argument(
+        "--control-group",
+        metavar="GROUP",
+        help="the group that may use the control socket besides root (default: root's)",
     )
     parser.add_argument(
         "--realtime-priority",
@@ -122,6 +134,11 @@ def run(args: argparse.Namespace) -> int:
     listen = _listen(args.metrics_listen)
     mqtt = args.mqtt if args.mqtt is not None else topo.opscenter.mqtt
     spool = Path(args.spool or f"{DEFAULT_SPOOL}/{town.id}")
+    control_socket = (
+        None
+        if args.control_socket == "off"
+        else (Path(args.control_socket) if args.control_socket else control.default_socket(town.id))
+    )
     logging.basicConfig(
         level=args.log_level.upper(),
         format=f"%(asctime)s netwatch-agent[{town.id}] %(levelname)s %(message)s",
@@ -141,7 +158,17 @@ def run(args: argparse.Namespace) -> int:
     backend = _backend(args, topo, town)
     _schedule(args.realtime_priority, args.lock_memory)
     try:
-        asyncio.run(_main(settings, backend, listen, None if mqtt == "off" else mqtt, spool))
+        asyncio.run(
+            _main(
+                settings,
+                backend,
+                listen,
+                None if mqtt == "off" else mqtt,
+                spool,
+                control_socket,
+                args.control_group,
+            )
+        )
     except PermissionError as exc:
         raise UserError(
             f"{exc.strerror or exc}: the agent needs root (raw sockets, routes)"
@@ -173,6 +200,8 @@ async def _main(
     listen: tuple[str, int] | None,
     mqtt: str | None,
     spool: Path,
+    control_socket: Path | None,
+    control_group: str | None,
 ) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -197,6 +226,10 @@ async def _main(
                 raise UserError(
                     f"--metrics-listen {listen[0]}:{listen[1]}: {exc.strerror or exc}"
                 ) from None
+        if control_socket is not None:
+            await stack.enter_async_context(
+                control.ControlServer(agent, control_socket, group=control_group)
+            )
         logging.getLogger("netwatch.agent").info(
             "started: %d paths, policy interval %gs, backend %s, mqtt %s",
             len(settings.town.paths),

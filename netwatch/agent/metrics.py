@@ -16,6 +16,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from netwatch.health import PathSnapshot, PathState
+from netwatch.messages import HoldStatus
 
 RTT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56)
 
@@ -43,6 +44,7 @@ class AgentSnapshot:
     # the kernel against the decision (None: the routes live elsewhere)
     routes_in_sync: bool | None = None
     route_conflicts: tuple[str, ...] = ()  # prefixes held by another protocol
+    hold: HoldStatus | None = None  # a maintenance hold in force
 
 
 class _StateCollector(Collector):
@@ -153,6 +155,20 @@ class _StateCollector(Collector):
         )
         published.add_metric([town], float(mqtt.published_events))
         yield from (connected, spooled, dropped, published)
+        held = GaugeMetricFamily(
+            "netwatch_held",
+            "1 while a maintenance hold keeps the town on the path",
+            labels=["town", "path"],
+        )
+        expiry = GaugeMetricFamily(
+            "netwatch_hold_expiry_timestamp_seconds",
+            "when the maintenance hold in force ends (Unix time)",
+            labels=["town"],
+        )
+        if snap.hold is not None:
+            held.add_metric([town, snap.hold.path], 1.0)
+            expiry.add_metric([town], snap.hold.until.timestamp())
+        yield from (held, expiry)
         ignored = CounterMetricFamily(
             "netwatch_icmp_replies_ignored",
             "ICMP replies not matching an outstanding probe",

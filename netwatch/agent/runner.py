@@ -40,7 +40,14 @@ from netwatch.agent.metrics import AgentMetrics, AgentSnapshot, MqttStatus
 from netwatch.agent.probes import PathBinding, Prober, ProbeResult, ReportsLate, make_prober
 from netwatch.agent.routes import PrefixRoute, RouteBackend, RouteChange
 from netwatch.errors import RouteError
-from netwatch.health import Decision, PathHealth, PathSelector, PathState, Transition
+from netwatch.health import (
+    Decision,
+    Hold,
+    PathHealth,
+    PathSelector,
+    PathState,
+    Transition,
+)
 from netwatch.health.rounds import DoneRound, RoundPlanner
 from netwatch.throttle import LogThrottle
 from netwatch.topology import PolicyProfile, Topology, Town, TownPath
@@ -53,6 +60,7 @@ ROUTE_RETRY_S = 0.5  # first retry of a failed route change; doubles up to the m
 ROUTE_RETRY_MAX_S = 30.0
 PROBE_GUARD = 1.5  # a prober must never hang a round: cancelled at this x its deadline
 LOG_PERIOD_S = 60.0  # a repeated problem is logged at most this often
+RECENT_EVENTS = 500  # kept for the control socket (a drill reads the agent's own account)
 
 KernelWatch = Callable[[Sequence[str], Sequence[str]], AsyncIterator[KernelEvent]]
 
@@ -183,6 +191,9 @@ class Agent:
         self._restore_tables = False
         self._last_down: dict[str, Transition] = {}
         self._alarm_reported = False
+        self.recent_events: collections.deque[messages.EventMessage] = collections.deque(
+            maxlen=RECENT_EVENTS
+        )
         # reporting
         self._state_key: object = None
         self._state_sent = float("-inf")
@@ -192,6 +203,10 @@ class Agent:
         self._throttle: LogThrottle | None = None
 
     # --- life cycle ---------------------------------------------------------
+
+    @property
+    def started(self) -> bool:
+        return self._clock is not None
 
     @property
     def clock(self) -> _Clock:
@@ -429,6 +444,9 @@ class Agent:
     def _decide(self, t: float) -> None:
         """Re-evaluate after a round or a link event: synchronous, so the
         decision and its events never wait for a route change."""
+        ended = self.selector.check_hold(t, self.health)
+        if ended is not None:
+            self._hold_ended(*ended, t)
         if t >= self._retry_at:
             decision = self.selector.decide(t, self.health)
             if decision is not None:
@@ -451,11 +469,10 @@ class Agent:
         )
         down = self._last_down.get(decision.old or "")
         detect = decision.t - down.suspected_at if decision.kind == "failover" and down else None
-        event = (
-            messages.EventType.FAILBACK
-            if decision.kind == "failback"
-            else messages.EventType.FAILOVER
+        back = decision.kind == "failback" or (
+            decision.kind == "hold" and decision.new == self.town.primary.name
         )
+        event = messages.EventType.FAILBACK if back else messages.EventType.FAILOVER
         self._event(
             event,
             decision.reason,
@@ -464,6 +481,63 @@ class Agent:
             duration_s=detect,
             at=decision.t,
             details={"kind": decision.kind},
+        )
+
+    # --- maintenance holds (the control socket) -----------------------------------
+
+    def place_hold(self, path: str, seconds: float, reason: str, by: str) -> messages.HoldStatus:
+        """Keep the town on `path` for `seconds` (replacing any hold); the
+        routes follow at once.  `HoldRefused` when the path cannot carry it."""
+        t = self.clock.now()
+        self.selector.place_hold(Hold(path, t, t + seconds, reason, by), self.health)
+        status = self.hold_status()
+        assert status is not None
+        log.warning(
+            "hold: %s on %s until %s by %s (%s)",
+            self.town.id,
+            path,
+            messages.format_ts(status.until),
+            by,
+            reason,
+        )
+        self._event(
+            messages.EventType.HOLD,
+            reason,
+            path=path,
+            at=t,
+            details={"until": messages.format_ts(status.until), "by": by, "seconds": seconds},
+        )
+        self._state_key = None  # the state changed: published by the next decide
+        self._decide(t)
+        return status
+
+    def release_hold(self, by: str, *, only_by: str | None = None) -> messages.HoldStatus | None:
+        """End the hold in force (only if `only_by` placed it, when given);
+        the hold that ended, or None."""
+        hold = self.selector.hold
+        if hold is None or (only_by is not None and hold.by != only_by):
+            return None
+        status = self.hold_status()
+        self.selector.release_hold()
+        self._hold_ended(hold, f"released by {by}", self.clock.now())
+        self._decide(self.clock.now())
+        return status
+
+    def _hold_ended(self, hold: Hold, reason: str, t: float) -> None:
+        log.warning("hold of %s on %s ended: %s", self.town.id, hold.path, reason)
+        self._state_key = None
+        self._event(messages.EventType.HOLD_RELEASED, reason, path=hold.path, at=t)
+
+    def hold_status(self) -> messages.HoldStatus | None:
+        hold = self.selector.hold
+        if hold is None:
+            return None
+        return messages.HoldStatus(
+            path=hold.path,
+            reason=hold.reason,
+            by=hold.by,
+            since=self.clock.wall(hold.since),
+            until=self.clock.wall(hold.until),
         )
 
     def _check_alarm(self, t: float) -> None:
@@ -681,6 +755,7 @@ class Agent:
             probe_results=dict(self._result_counts),
             routes_in_sync=self.routes_in_sync,
             route_conflicts=tuple(sorted(self.route_conflicts)),
+            hold=self.hold_status() if self._clock is not None else None,
         )
 
     def _publish_state(self, t: float, *, force: bool = False) -> None:
@@ -691,14 +766,15 @@ class Agent:
         key = (
             self.selector.active,
             self.selector.all_down,
+            self.selector.hold,
             tuple((n, h.state, h.damped(t)) for n, h in self.health.items()),
         )
         if not force and key == self._state_key and t - self._state_sent < STATE_REFRESH_S:
             return
         self._state_key, self._state_sent = key, t
-        self.sink.publish_state(self._state_message(t))
+        self.sink.publish_state(self.state_message(t))
 
-    def _state_message(self, t: float) -> messages.StateMessage:
+    def state_message(self, t: float) -> messages.StateMessage:
         return wire.state_message(
             self.snapshot(),
             t=t,
@@ -719,23 +795,22 @@ class Agent:
         duration_s: float | None = None,
         details: dict[str, messages.JSON] | None = None,
     ) -> None:
-        if self.sink is None:
-            return
-        # Handed over at once: the sink spools it on its own thread, so an
-        # event is on disk within milliseconds, whatever the routes are doing.
-        self.sink.publish_event(
-            messages.EventMessage(
-                town=self.town.id,
-                ts=self.clock.wall(at if at is not None else self.clock.now()),
-                event=kind,
-                reason=reason,
-                path=path,
-                from_path=from_path,
-                to_path=to_path,
-                duration_s=duration_s,
-                details=details,
-            )
+        message = messages.EventMessage(
+            town=self.town.id,
+            ts=self.clock.wall(at if at is not None else self.clock.now()),
+            event=kind,
+            reason=reason,
+            path=path,
+            from_path=from_path,
+            to_path=to_path,
+            duration_s=duration_s,
+            details=details,
         )
+        self.recent_events.append(message)
+        if self.sink is not None:
+            # Handed over at once: the sink spools it on its own thread, so an
+            # event is on disk within milliseconds, whatever the routes are doing.
+            self.sink.publish_event(message)
 
     async def _state_loop(self) -> None:
         next_metrics = self.clock.now() + self.settings.metrics_period_s
@@ -745,7 +820,7 @@ class Agent:
             self._decide(now)  # also catches hold-down expiry between rounds; publishes
             if self.sink is not None and now >= next_metrics:
                 next_metrics += self.settings.metrics_period_s
-                state = self._state_message(now)
+                state = self.state_message(now)
                 probes: dict[str, messages.JSON] = {
                     "rounds": self.rounds,
                     "outcomes": messages.outcomes_json(self._result_counts),

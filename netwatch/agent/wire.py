@@ -36,6 +36,7 @@ def state_message(
         all_down=snapshot.all_down,
         paths=paths,
         route_backend=route_backend,
+        hold=snapshot.hold,
     )
 
 

@@ -27,7 +27,14 @@ tested on simulated time (`simulate.Simulation`).
 
 from netwatch.health.damping import Damping
 from netwatch.health.path import PathHealth, PathSnapshot, PathState, Transition
-from netwatch.health.selector import Decision, DecisionKind, HealthView, PathSelector
+from netwatch.health.selector import (
+    Decision,
+    DecisionKind,
+    HealthView,
+    Hold,
+    HoldRefused,
+    PathSelector,
+)
 from netwatch.health.window import Sample, SampleWindow, WindowStats
 
 __all__ = [
@@ -35,6 +42,8 @@ __all__ = [
     "Decision",
     "DecisionKind",
     "HealthView",
+    "Hold",
+    "HoldRefused",
     "PathHealth",
     "PathSelector",
     "PathSnapshot",

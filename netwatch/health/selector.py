@@ -18,7 +18,12 @@ damped.  Around it:
 - at start, the first choice waits only for paths that could beat the best
   one working (a more preferred path still UNKNOWN, which its first round
   settles), so a restarting agent does not land on the backup and then sit
-  out a whole hold-down before returning to the primary.
+  out a whole hold-down before returning to the primary;
+- a maintenance `Hold` (an operator, a load test, a drill) puts the traffic
+  on its path at once, whatever the preference and the hold-down, and
+  keeps it there: no failback, no switch.  It ends when its time is up or
+  its path stops carrying traffic (`check_hold` says which), and the rules
+  above take over again: a hold can never keep a town on a dead path.
 """
 
 from __future__ import annotations
@@ -30,9 +35,9 @@ from typing import Literal, Protocol
 from netwatch.health.path import PathState
 from netwatch.topology.units import format_duration
 
-__all__ = ["Decision", "DecisionKind", "HealthView", "PathSelector"]
+__all__ = ["Decision", "DecisionKind", "HealthView", "Hold", "HoldRefused", "PathSelector"]
 
-DecisionKind = Literal["initial", "failover", "failback", "switch"]
+DecisionKind = Literal["initial", "failover", "failback", "switch", "hold"]
 
 
 class HealthView(Protocol):
@@ -62,13 +67,30 @@ class Decision:
 
     kind: "initial" (first choice), "failover" (the active path is down),
     "failback" (back to a more preferred path after its hold-down),
-    "switch" (off a working but damped path onto an undamped one)."""
+    "switch" (off a working but damped path onto an undamped one),
+    "hold" (onto the path of a maintenance hold)."""
 
     t: float
     old: str | None
     new: str
     reason: str
     kind: DecisionKind
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """Keep the traffic on `path` from `since` until `until` (monotonic
+    seconds, like every time the selector reads), for `reason`, by `by`."""
+
+    path: str
+    since: float
+    until: float
+    reason: str
+    by: str
+
+
+class HoldRefused(ValueError):
+    """A hold that cannot be placed (unknown path, or one that is not working)."""
 
 
 def _duration(seconds: float) -> str:
@@ -96,7 +118,41 @@ class PathSelector:
         self.active: str | None = None
         self.all_down = False  # alarm: no path works (not raised while all are UNKNOWN)
         self.all_down_since: float | None = None
+        self.hold: Hold | None = None
         self._rank = {name: i for i, name in enumerate(names)}
+
+    def place_hold(self, hold: Hold, health: Mapping[str, HealthView]) -> None:
+        """Put a hold in force (replacing any other); `HoldRefused` if its
+        path is unknown, not working, or the hold has no time left."""
+        if hold.path not in self._rank:
+            raise HoldRefused(f"no path {hold.path!r} (paths: {', '.join(self.paths)})")
+        view = health[hold.path]
+        if not view.state.carries_traffic:
+            raise HoldRefused(f"{hold.path} is {view.state}: a hold needs a working path")
+        if hold.until <= hold.since:
+            raise HoldRefused("a hold needs a time to run")
+        self.hold = hold
+
+    def release_hold(self) -> Hold | None:
+        """End the hold now; the hold that was in force, if any."""
+        hold, self.hold = self.hold, None
+        return hold
+
+    def check_hold(self, t: float, health: Mapping[str, HealthView]) -> tuple[Hold, str] | None:
+        """End a hold whose time is up or whose path stopped working: the
+        hold and why it ended, or None while it stands (or there is none)."""
+        hold = self.hold
+        if hold is None:
+            return None
+        view = health[hold.path]
+        if t >= hold.until:
+            reason = f"expired after {_duration(hold.until - hold.since)}"
+        elif view.state is not PathState.UNKNOWN and not view.state.carries_traffic:
+            reason = f"{hold.path} is {view.state}: {view.reason}"
+        else:
+            return None
+        self.hold = None
+        return hold, reason
 
     def held(self, t: float, view: HealthView) -> bool:
         """Whether a path has worked without a break for the hold-down (and,
@@ -129,6 +185,12 @@ class PathSelector:
             if waiting:
                 return None  # a more preferred path has not had its first round
             return self._move(t, best, f"{best} is the best path up{note}", "initial")
+
+        hold = self.hold
+        if hold is not None and health[hold.path].state.carries_traffic:
+            if active == hold.path:
+                return None  # held: no failback, no switch
+            return self._move(t, hold.path, f"held on {hold.path}: {hold.reason}", "hold")
 
         view = health[active]
         if view.state is PathState.UNKNOWN:

@@ -9,6 +9,7 @@
     prometheus/              the lab's Prometheus: its configuration, rules,
                              scrape targets (loadprobe adds its own) and data
     agents/<town>/spool      each lab agent's MQTT spool
+    agents/<town>/control.sock   each lab agent's control socket (holds)
 
 Everything that reads or writes one of these asks `RunDir`, so the layout
 is written down once.
@@ -69,6 +70,10 @@ class RunDir:
 
     def agent_spool(self, town: str) -> Path:
         return self.root / "agents" / town / "spool"
+
+    def agent_control(self, town: str) -> Path:
+        """The lab agent's control socket (`netwatch hold`, drills, loadprobe)."""
+        return self.root / "agents" / town / "control.sock"
 
     def create(self) -> None:
         for folder in (self.links, self.logs, self.ledger.parent, self.mosquitto):

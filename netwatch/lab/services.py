@@ -202,6 +202,7 @@ def start_agents(topo: Topology, plan: Plan, state: LabState, policy: str | None
             "--mqtt", topo.opscenter.mqtt,
             "--spool", str(spool),
             "--metrics-listen", f"127.0.0.1:{AGENT_METRICS_PORT}",
+            "--control-socket", str(run.agent_control(town.id)),
         ]  # fmt: skip
         if policy is not None:
             argv += ["--policy", policy]

@@ -1,0 +1,1 @@
+"""Failover drills and the pre-cutover acceptance campaign."""
