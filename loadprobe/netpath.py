@@ -9,7 +9,10 @@ such lookups before, during and after a run, so it can never claim
 `PinnedRoutes` replaces the town's routes to the data-center prefixes so
 that they go over one path (``ip route replace PREFIX via GW dev IFACE proto
 91 src ADDR``, protocol 91 being netwatch's own), and puts the routes that
-were there back when it exits, on failure and Ctrl-C too.
+were there back when it exits, on failure and Ctrl-C too, but only where
+the pin is still in place: a route something else changed during the run
+is newer than what was saved, and stays.  (With an agent in the town,
+loadprobe holds the path through the agent instead and pins nothing.)
 """
 
 from __future__ import annotations
@@ -163,7 +166,19 @@ class PinnedRoutes:
         if not self.pinned:
             return []
         problems: list[str] = []
+        try:
+            now = self.routes()
+        except RouteError as exc:
+            now = []
+            problems.append(str(exc))
+        mine = {r["dst"] for r in now if self._is_pin(r)}
+        for prefix in sorted(set(self.prefixes) - mine):
+            problems.append(
+                f"{prefix}: the route changed during the run (not by loadprobe): left as it is"
+            )
         for route in self.saved:
+            if route.get("dst") not in mine:
+                continue
             try:
                 run_ip(["route", "replace", *_route_args(route)], self.netns)
             except RouteError as exc:
@@ -172,7 +187,7 @@ class PinnedRoutes:
         # saved; where none was, remove ours.
         had_metric0 = {r["dst"] for r in self.saved if not r.get("metric")}
         for prefix in self.prefixes:
-            if prefix in had_metric0:
+            if prefix in had_metric0 or prefix not in mine:
                 continue
             try:
                 run_ip(["route", "del", *self._ours(prefix)], self.netns)
@@ -181,6 +196,16 @@ class PinnedRoutes:
         self.pinned = False
         self.problems = problems
         return problems
+
+    def _is_pin(self, route: dict[str, Any]) -> bool:
+        """Whether `route` is the one `pin` put there (metric 0, our gateway)."""
+        proto = str(route.get("protocol", ""))
+        return (
+            not route.get("metric")
+            and route.get("dev") == self.path.interface
+            and route.get("gateway") == str(self.path.gateway)
+            and proto in (str(RTPROT_NETWATCH), "netwatch")
+        )
 
     def __enter__(self) -> PinnedRoutes:
         try:

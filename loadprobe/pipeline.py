@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 
 EXIT_PASS, EXIT_FAIL, EXIT_INTERRUPTED = 0, 1, 130
 DEFAULT_METRICS_PORT = 9472
+HOLD_MARGIN_S = 300.0  # a hold outlives the planned run by this, then expires by itself
 
 
 def _duration(text: str) -> float:
@@ -156,6 +157,12 @@ def add_options(parser: argparse.ArgumentParser, *, compare: bool) -> None:
         65535,
         "PORT",
         "port of the Locust master (default: a free one; set it for remote workers)",
+    )
+    parser.add_argument(
+        "--agent-socket",
+        metavar="PATH",
+        help="the town agent's control socket (default: found on this host or in the lab); "
+        "with an agent, --path holds the town through it instead of touching routes",
     )
     parser.add_argument("--report-dir", metavar="DIR", help="where the reports go")
     parser.add_argument(
@@ -323,12 +330,23 @@ def _say(ctx: Context, text: str) -> None:
 
 @contextlib.contextmanager
 def on_path(ctx: Context, path: TownPath | None) -> Iterator[None]:
-    """Pin the town's data-center routes to `path` for the block (lab only);
-    outside the lab, only insist that traffic already takes `path`."""
+    """Run the block with the town's traffic on `path`.
+
+    While an agent runs in the town, only the agent changes its routes: the
+    run asks it for a hold (released at the end, if it is still ours), so a
+    failover during the run is the agent's to make and stays made.  With no
+    agent, in the lab, the routes are pinned directly, and put back at the
+    end only if nothing else changed them meanwhile.  Elsewhere, with no
+    agent, the traffic must already take `path`."""
     from loadprobe import netpath
 
     if path is None:
         yield
+        return
+    socket_path = _agent_socket(ctx)
+    if socket_path is not None:
+        with _held(ctx, socket_path, path):
+            yield
         return
     destination = _destination(ctx)
     if ctx.netns is None:
@@ -339,8 +357,8 @@ def on_path(ctx: Context, path: TownPath | None) -> Iterator[None]:
         if found.path != path.name:
             raise UserError(
                 f"traffic to {destination} goes over {found.path or 'no town path'} "
-                f"(dev {found.dev}), not {path.name}; outside the lab loadprobe does not change "
-                "this host's routes: switch them first"
+                f"(dev {found.dev}), not {path.name}, and no agent runs here to hold it: "
+                "outside the lab loadprobe does not change this host's routes"
             )
         yield
         return
@@ -353,9 +371,56 @@ def on_path(ctx: Context, path: TownPath | None) -> Iterator[None]:
     try:
         yield
     finally:
-        problems = pinned.restore()
-        for problem in problems:
-            _say(ctx, f"WARNING: could not restore a route: {problem}")
+        for problem in pinned.restore():
+            _say(ctx, f"WARNING: {problem}")
+
+
+def _agent_socket(ctx: Context) -> Path | None:
+    """The town agent's control socket, if an agent answers on it."""
+    from netwatch.agent import control
+
+    given = getattr(ctx.args, "agent_socket", None)
+    found = control.find_socket(ctx.topo, ctx.town.id, given)
+    if control.agent_running(found):
+        return found
+    if given:
+        raise UserError(f"--agent-socket {given}: no agent answers there")
+    return None
+
+
+@contextlib.contextmanager
+def _held(ctx: Context, socket_path: Path, path: TownPath) -> Iterator[None]:
+    """A hold of the agent for the run; if loadprobe dies, it expires on its own."""
+    from netwatch.agent import control
+
+    me = f"loadprobe:{os.getpid()}@{socket.gethostname()}"
+    seconds = ctx.scenario.duration + HOLD_MARGIN_S
+    try:
+        reply = control.request(
+            socket_path,
+            {
+                "cmd": "hold",
+                "path": path.name,
+                "seconds": seconds,
+                "reason": f"loadprobe run on {path.name}",
+                "by": me,
+            },
+        )
+    except control.ControlError as exc:
+        raise UserError(f"the {ctx.town.id} agent would not hold {path.name}: {exc}") from None
+    if not reply.get("routes_follow"):
+        _say(ctx, f"WARNING: the agent holds {path.name}, but the routes have not followed yet")
+    _say(ctx, f"held on {path.name} by the {ctx.town.id} agent ({socket_path})")
+    try:
+        yield
+    finally:
+        try:
+            reply = control.request(socket_path, {"cmd": "release", "by": me, "only_by": me})
+        except control.ControlError as exc:
+            _say(ctx, f"WARNING: could not release the hold ({exc}); it expires on its own")
+        else:
+            if reply.get("released") is None:
+                _say(ctx, "the hold had already ended (the agent's decision stands)")
 
 
 def _destination(ctx: Context) -> str:

@@ -336,40 +336,83 @@ def test_route_arguments_recreate_a_route() -> None:
     ]
 
 
-def test_pinned_routes_replace_then_restore(monkeypatch: pytest.MonkeyPatch) -> None:
-    calls: list[list[str]] = []
-    table = [
-        {
-            "dst": "10.200.0.0/24",
-            "gateway": "10.10.1.1",
-            "dev": "lgwan0",
-            "protocol": "91",
-            "prefsrc": "10.10.1.2",
-        },
-        {"dst": "default", "dev": "lo"},
-    ]
+class _FakeTable:
+    """`ip` over an in-memory main table: replace, del and show."""
 
-    def fake_ip(args: list[str], netns: str | None = None) -> str:
+    def __init__(self, routes: list[dict[str, Any]]) -> None:
+        self.routes = routes
+        self.calls: list[list[str]] = []
+
+    def ip(self, args: list[str], netns: str | None = None) -> str:
         assert netns == "nw-nishiki"
-        calls.append(list(args))
-        return json.dumps(table) if args[:2] == ["-j", "route"] else ""
+        self.calls.append(list(args))
+        if args[:2] == ["-j", "route"]:
+            return json.dumps(self.routes)
+        if args[:2] in (["route", "replace"], ["route", "del"]):
+            words = dict(zip(args[3::2], args[4::2], strict=False))
+            self.routes = [r for r in self.routes if r["dst"] != args[2]]
+            if args[1] == "replace":
+                self.routes.append(
+                    {
+                        "dst": args[2],
+                        "gateway": words.get("via"),
+                        "dev": words.get("dev"),
+                        "protocol": words.get("proto"),
+                        "prefsrc": words.get("src"),
+                    }
+                )
+        return ""
 
-    monkeypatch.setattr(netpath, "run_ip", fake_ip)
+
+LGWAN_ROUTE = {
+    "dst": "10.200.0.0/24",
+    "gateway": "10.10.1.1",
+    "dev": "lgwan0",
+    "protocol": "91",
+    "prefsrc": "10.10.1.2",
+}
+
+
+def test_pinned_routes_replace_then_restore(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = _FakeTable([dict(LGWAN_ROUTE), {"dst": "default", "dev": "lo"}])
+    monkeypatch.setattr(netpath, "run_ip", fake.ip)
     backup = TOPO.town("nishiki").path("backup")
     prefixes = [IPv4Network("10.200.0.0/24"), IPv4Network("10.210.0.0/24")]
-    with netpath.PinnedRoutes("nw-nishiki", prefixes, backup):
-        pinned = [c for c in calls if c[:2] == ["route", "replace"]]
+    with netpath.PinnedRoutes("nw-nishiki", prefixes, backup) as pinned_routes:
+        pinned = [c for c in fake.calls if c[:2] == ["route", "replace"]]
         assert pinned[0] == [
             "route", "replace", "10.200.0.0/24", "via", "172.20.1.1", "dev", "flets0",
             "proto", "91", "src", "172.20.1.2",
         ]  # fmt: skip
         assert len(pinned) == 2
-        calls.clear()
+        fake.calls.clear()
     # 10.200.0.0/24 existed: put back as it was; 10.210.0.0/24 did not: ours removed.
-    assert calls[0][:4] == ["route", "replace", "10.200.0.0/24", "via"]
-    assert "lgwan0" in calls[0]
-    assert calls[1][:3] == ["route", "del", "10.210.0.0/24"]
-    assert len(calls) == 2
+    changes = [c for c in fake.calls if c[0] == "route"]
+    assert changes[0][:4] == ["route", "replace", "10.200.0.0/24", "via"]
+    assert "lgwan0" in changes[0]
+    assert changes[1][:3] == ["route", "del", "10.210.0.0/24"]
+    assert len(changes) == 2
+    assert pinned_routes.problems == []
+    assert [r["dst"] for r in fake.routes] == ["default", "10.200.0.0/24"]
+
+
+def test_pinned_routes_leave_a_route_changed_during_the_run(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Something else (an agent started meanwhile, an operator) moved the
+    route: the saved one is stale, and putting it back would undo that."""
+    fake = _FakeTable([dict(LGWAN_ROUTE)])
+    monkeypatch.setattr(netpath, "run_ip", fake.ip)
+    backup = TOPO.town("nishiki").path("backup")
+    pinned = netpath.PinnedRoutes("nw-nishiki", [IPv4Network("10.200.0.0/24")], backup)
+    with pinned:
+        fake.routes = [{**LGWAN_ROUTE, "gateway": "10.10.1.9"}]  # changed under the run
+        fake.calls.clear()
+    assert not [c for c in fake.calls if c[0] == "route"]  # nothing written
+    assert fake.routes == [{**LGWAN_ROUTE, "gateway": "10.10.1.9"}]
+    assert pinned.problems == [
+        "10.200.0.0/24: the route changed during the run (not by loadprobe): left as it is"
+    ]
 
 
 # --- Locust command lines ---------------------------------------------------------------------
