@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import TextIO
 
+from netwatch.drill.schedule import next_drill
 from netwatch.errors import EXIT_FAIL, EXIT_OK
-from netwatch.topology import DEFAULT_PATH, Topology, TopologyError, load
+from netwatch.topology import DEFAULT_PATH, DrillSettings, Topology, TopologyError, load
 from netwatch.topology.units import format_duration, format_percentage, format_rate
 
 
@@ -40,7 +43,8 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def print_summary(name: str, topo: Topology, out: TextIO) -> None:
+def print_summary(name: str, topo: Topology, out: TextIO, *, now: datetime | None = None) -> None:
+    """`now` (default: the clock) dates each town's next drill."""
     residents = sum(t.population for t in topo.towns)
     terminals = sum(t.terminals for t in topo.towns)
     w = out.write
@@ -92,8 +96,40 @@ def print_summary(name: str, topo: Topology, out: TextIO) -> None:
             f"{label}: path down {d(alerts.path_down_for)}, on backup {d(alerts.on_backup_after)}, "
             f"silent {d(alerts.stale_for)}, flapping at {alerts.flapping_per_hour} failovers/h\n"
         )
+    _print_drills(topo, w, now or datetime.now(UTC))
     lab = topo.lab
     w(
         f"lab: {len(lab.nodes)} nodes + {len(topo.towns)} towns, {len(lab.links)} links, "
         f"{len(lab.profiles)} link profiles, run dir {lab.run_dir}\n"
+    )
+
+
+def _print_drills(topo: Topology, w: Callable[[str], object], now: datetime) -> None:
+    drills = topo.drills
+    for label, settings in (("drills", drills.defaults), ("  in the lab", topo.lab_drills)):
+        w(f"{label}: {_drill_settings(settings)}\n")
+    for schedule in drills.schedules:
+        fault = "lab" if schedule.fault == "lab" else " ".join(schedule.fault.command)
+        w(
+            f"  schedule {schedule.index}: {', '.join(schedule.towns)}; cron {schedule.cron!r} "
+            f"({schedule.timezone}), windows {schedule.describe_windows()}, "
+            f"{len(schedule.blackouts)} blackouts, fault {fault}\n"
+        )
+        if schedule.settings != drills.defaults:
+            w(f"    settings: {_drill_settings(schedule.settings)}\n")
+    if drills.schedules:
+        w(f"  next drills (after {now:%Y-%m-%d %H:%M %Z}):\n")
+        for town in topo.towns:
+            upcoming = next_drill(topo, town.id, now)
+            when = f"{upcoming:%a %Y-%m-%d %H:%M %Z}" if upcoming else "none scheduled"
+            w(f"    {town.id:<11} {when}\n")
+
+
+def _drill_settings(s: DrillSettings) -> str:
+    d, t = format_duration, s.thresholds
+    verdict = "must pass" if t.load_test_must_pass else "ignored"
+    return (
+        f"baseline {d(s.baseline)}, degraded {d(s.degraded)}, {s.terminals} terminals, "
+        f"settle {d(s.settle)}, failback timeout {d(s.failback_timeout)}; "
+        f"max outage {d(t.max_outage)} (failback {d(t.max_failback_outage)}), load test {verdict}"
     )

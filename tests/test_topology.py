@@ -3,14 +3,26 @@ its own bad file with a located message (file, line, key path, reason)."""
 
 from __future__ import annotations
 
+import io
 import subprocess
 import sys
 from dataclasses import dataclass
+from datetime import UTC, date, datetime, time
 from pathlib import Path
 
 import pytest
 
-from netwatch.topology import TopologyError, load, loads
+from netwatch.check import print_summary
+from netwatch.topology import (
+    Blackout,
+    DrillSettings,
+    DrillThresholds,
+    FaultCommand,
+    TimeWindow,
+    TopologyError,
+    load,
+    loads,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 GOOD = (ROOT / "topology.yaml").read_text(encoding="utf-8")
@@ -365,6 +377,168 @@ CASES = [
         "lab.alerts.path_down",
         "unknown key 'path_down'",
     ),
+    Case(
+        "unknown key in the lab's drills",
+        "drills: {baseline: 10s,",
+        "drills: {baselin: 10s,",
+        "lab.drills.baselin",
+        "unknown key 'baselin' (expected one of: baseline, degraded, terminals, settle,",
+    ),
+    Case(
+        "unknown key in a drill schedule",
+        '      cron: "0 2 * * 2#2"',
+        '      cron: "0 2 * * 2#2"\n      when: never',
+        "drills.schedules[1].when",
+        "unknown key 'when' (expected one of: towns, cron, timezone, windows, blackouts,",
+        line_offset=1,
+    ),
+    Case(
+        "unknown key in the drills' thresholds",
+        "      max_outage: 2s",
+        "      max_outag: 2s",
+        "drills.defaults.thresholds.max_outag",
+        "unknown key 'max_outag' (expected one of: max_outage, max_failback_outage, load_test)",
+    ),
+    Case(
+        "unknown town in a drill schedule",
+        "towns: [tsuno]",
+        "towns: [tsuno, tsunoo]",
+        "drills.schedules[2].towns[1]",
+        "unknown town 'tsunoo' (known: nishiki, takaharu, tsuno, kawaminami)",
+    ),
+    Case(
+        "town listed twice in a drill schedule",
+        "towns: [tsuno]",
+        "towns: [tsuno, tsuno]",
+        "drills.schedules[2].towns[1]",
+        "town 'tsuno' listed twice",
+    ),
+    Case(
+        "drill towns neither all nor a list",
+        "towns: [tsuno]",
+        "towns: tsuno",
+        "drills.schedules[2].towns",
+        "expected 'all' or a list of town ids like [nishiki], got 'tsuno'",
+    ),
+    Case(
+        "cron field out of range",
+        'cron: "0 2 * * 2#1"',
+        'cron: "0 25 * * 2"',
+        "drills.schedules[0].cron",
+        "bad hour field '25' in cron '0 25 * * 2'",
+    ),
+    Case(
+        "cron day that never comes",
+        'cron: "0 2 * * 2#1"',
+        'cron: "0 2 31 2 *"',
+        "drills.schedules[0].cron",
+        "bad day-of-month field '31'",
+    ),
+    Case(
+        "cron with too few fields",
+        'cron: "0 2 * * 2#1"',
+        'cron: "0 2 * *"',
+        "drills.schedules[0].cron",
+        "expected 5 cron fields (minute hour day-of-month month day-of-week), got 4",
+    ),
+    Case(
+        "cron never inside the windows",
+        'cron: "0 2 * * 2#3"',
+        'cron: "0 12 * * 2#3"',
+        "drills.schedules[2].cron",
+        "never falls inside the windows 01:00-05:00, so the drill never runs",
+    ),
+    Case(
+        "unknown timezone",
+        "timezone: Asia/Tokyo",
+        "timezone: Asia/Tokio",
+        "drills.schedules[0].timezone",
+        "unknown timezone 'Asia/Tokio'",
+    ),
+    Case(
+        "window that does not parse",
+        'windows: ["01:00-05:00"] #',
+        'windows: ["1am-5am"] #',
+        "drills.schedules[0].windows[0]",
+        "expected a window of local times like '01:00-05:00', got '1am-5am'",
+    ),
+    Case(
+        "window past midnight's hours",
+        'windows: ["01:00-05:00"] #',
+        'windows: ["01:00-24:00"] #',
+        "drills.schedules[0].windows[0]",
+        "times of day run from 00:00 to 23:59",
+    ),
+    Case(
+        "empty window",
+        'windows: ["01:00-05:00"] #',
+        'windows: ["01:00-01:00"] #',
+        "drills.schedules[0].windows[0]",
+        "is empty; leave out `windows` to allow any time",
+    ),
+    Case(
+        "blackout that ends before it starts",
+        "{from: 2027-05-10, to: 2027-06-15,",
+        "{from: 2027-05-10, to: 2027-04-15,",
+        "drills.schedules[0].blackouts[2].to",
+        "blackout ends (2027-04-15) before it starts (2027-05-10)",
+    ),
+    Case(
+        "blackout date that does not parse",
+        "{from: 2027-05-10, to: 2027-06-15,",
+        "{from: May 10th, to: 2027-06-15,",
+        "drills.schedules[0].blackouts[2].from",
+        "expected a date like 2027-03-15, got 'May 10th'",
+    ),
+    Case(
+        "zero drill threshold",
+        "max_outage: 2s",
+        "max_outage: 0s",
+        "drills.defaults.thresholds.max_outage",
+        "greater than 0",
+    ),
+    Case(
+        "drill duration without a unit",
+        "baseline: 1m",
+        "baseline: 60",
+        "drills.defaults.baseline",
+        "expected a duration with a unit",
+    ),
+    Case(
+        "load test verdict neither pass nor ignore",
+        "load_test: pass",
+        "load_test: maybe",
+        "drills.defaults.thresholds.load_test",
+        "Input should be 'pass' or 'ignore'",
+    ),
+    Case(
+        "fault neither lab nor a command",
+        "      fault: lab               #",
+        "      fault: pull-the-plug #",
+        "drills.schedules[0].fault",
+        "expected 'lab' or {command: [argv...], restore: [argv...]}, got 'pull-the-plug'",
+    ),
+    Case(
+        "fault left empty",
+        "      fault: lab               #",
+        "      fault: #",
+        "drills.schedules[0].fault",
+        "expected 'lab' or {command: [argv...], restore: [argv...]}, got None",
+    ),
+    Case(
+        "fault command without its restore",
+        "      fault: lab               #",
+        "      fault: {command: [ip, link, set, lgwan0, down]} #",
+        "drills.schedules[0].fault.restore",
+        "missing required key",
+    ),
+    Case(
+        "fault command with an empty argv",
+        "      fault: lab               #",
+        "      fault: {command: [], restore: [ip, link, set, lgwan0, up]} #",
+        "drills.schedules[0].fault.command",
+        "at least 1 item",
+    ),
 ]
 
 
@@ -375,6 +549,88 @@ def test_the_labs_alerts_replace_only_the_keys_they_give() -> None:
     assert lab.flapping_per_hour == topo.alerts.flapping_per_hour == 4
     assert lab.acceptance_window == topo.alerts.acceptance_window == 6 * 3600
     assert topo.alerts.on_backup_after == 15 * 60
+
+
+def test_the_labs_drills_replace_only_the_keys_they_give() -> None:
+    topo = loads(GOOD, "topology.yaml")
+    lab, defaults = topo.lab_drills, topo.drills.defaults
+    assert (lab.baseline, lab.degraded, lab.settle, lab.failback_timeout) == (10, 15, 2, 60)
+    assert (defaults.baseline, defaults.degraded, defaults.settle) == (60, 300, 5)
+    assert defaults.failback_timeout == 180
+    assert lab.terminals == defaults.terminals == 10
+    assert lab.thresholds == defaults.thresholds == DrillThresholds(2.0, 1.0, True)
+    assert topo.drill_settings("nishiki", lab=True) == lab
+    assert topo.drill_settings("nishiki", lab=False) == defaults
+    with pytest.raises(KeyError, match="unknown town 'nowhere'"):
+        topo.drill_settings("nowhere", lab=False)
+
+
+def test_a_schedules_settings_override_the_defaults_key_by_key() -> None:
+    text = GOOD.replace(
+        '      cron: "0 2 * * 2#4"      # fourth Tuesday\n',
+        '      cron: "0 2 * * 2#4"\n'
+        "      settings: {degraded: 2m, thresholds: {max_outage: 3s, load_test: ignore}}\n",
+        1,
+    )
+    topo = loads(text, "t.yaml")
+    defaults, settings = topo.drills.defaults, topo.drills.schedules[3].settings
+    assert settings == DrillSettings(
+        baseline=60.0,
+        degraded=120.0,
+        terminals=10,
+        settle=5.0,
+        failback_timeout=180.0,
+        thresholds=DrillThresholds(
+            max_outage=3.0, max_failback_outage=1.0, load_test_must_pass=False
+        ),
+    )
+    assert topo.drills.schedules[2].settings == defaults
+    # In the lab, the lab's short runs apply over the schedule's settings.
+    in_lab = topo.drill_settings("kawaminami", lab=True, schedule=topo.drills.schedules[3])
+    assert (in_lab.baseline, in_lab.degraded, in_lab.thresholds.max_outage) == (10, 15, 3)
+
+
+def test_the_real_drill_schedules_are_resolved() -> None:
+    topo = loads(GOOD, "topology.yaml")
+    schedules = topo.drills.schedules
+    assert [s.towns for s in schedules] == [
+        ("nishiki",),
+        ("takaharu",),
+        ("tsuno",),
+        ("kawaminami",),
+    ]
+    assert [s.index for s in schedules] == [0, 1, 2, 3]
+    for s in schedules:
+        assert (s.timezone, s.fault) == ("Asia/Tokyo", "lab")
+        assert s.windows == (TimeWindow(time(1, 0), time(5, 0)),)
+        assert s.blackouts == schedules[0].blackouts  # one list, written once
+        assert all(b.start <= b.end and b.reason for b in s.blackouts)
+    assert Blackout(date(2026, 12, 28), date(2027, 1, 4), schedules[0].blackouts[0].reason) in (
+        schedules[0].blackouts
+    )
+
+
+def test_drill_towns_all_means_every_town_in_cutover_order() -> None:
+    text = GOOD.replace("cutover_week: 1 ", "cutover_week: 5 ", 1).replace(
+        "towns: [tsuno]", "towns: all", 1
+    )
+    text = text.replace(
+        "fault: lab\n", "fault: {command: [cut, lgwan0], restore: [mend, lgwan0]}\n", 1
+    )
+    topo = loads(text, "t.yaml")
+    assert topo.drills.schedules[2].towns == ("takaharu", "tsuno", "kawaminami", "nishiki")
+    assert topo.drills.schedules[1].fault == FaultCommand(("cut", "lgwan0"), ("mend", "lgwan0"))
+
+
+def test_a_topology_without_drills_gets_the_builtin_defaults() -> None:
+    start = GOOD.index("drills:\n")
+    text = GOOD[:start] + GOOD[GOOD.index("# The emulated network") :]
+    topo = loads(text, "t.yaml")
+    assert topo.drills.schedules == ()
+    assert (
+        topo.drills.defaults == loads(GOOD, "t.yaml").drills.defaults
+    )  # the file's are the built-in ones
+    assert topo.lab_drills.baseline == 10.0
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
@@ -464,6 +720,19 @@ def test_check_command_prints_summary_and_exits_zero() -> None:
     assert "49,289 residents" in result.stdout
     for town in ("nishiki", "takaharu", "tsuno", "kawaminami"):
         assert town in result.stdout
+    assert "drills: baseline 1m, degraded 5m, 10 terminals" in result.stdout
+    assert "  in the lab: baseline 10s, degraded 15s" in result.stdout
+    assert "  schedule 0: nishiki; cron '0 2 * * 2#1' (Asia/Tokyo)" in result.stdout
+
+
+def test_check_prints_each_towns_next_drill() -> None:
+    out = io.StringIO()
+    print_summary("topology.yaml", loads(GOOD), out, now=datetime(2026, 12, 1, 22, 52, tzinfo=UTC))
+    text = out.getvalue()
+    assert "  next drills (after 2026-12-01 22:52 UTC):\n" in text
+    assert "    nishiki     Tue 2027-01-05 02:00 JST\n" in text
+    assert "    takaharu    Tue 2026-12-08 02:00 JST\n" in text
+    assert "windows 01:00-05:00, 7 blackouts, fault lab" in text
 
 
 def test_check_command_lists_every_problem_and_exits_one(tmp_path: Path) -> None:

@@ -2,7 +2,11 @@
 
 `chart` draws one plot: line, dot or step series over linear or
 logarithmic axes, with optional reference lines (an SLA limit, the 95 %
-mark). Durations are in seconds and labelled ms or s.
+mark), labelled vertical markers (a drill's fault, detection, restore)
+and shaded bands along x (the spells an observer heard nothing). A point
+whose y is NaN breaks a line or step series, so a silence is not drawn as
+a straight line across it. `bars` draws grouped bars (one group per
+category). Durations are in seconds and labelled ms or s.
 """
 
 from __future__ import annotations
@@ -32,6 +36,26 @@ class Reference:
     value: float
     label: str
     axis: str = "y"  # y: a horizontal line at value; x: a vertical one
+
+
+@dataclass
+class Marker:
+    """A labelled vertical line at x = value; labels close together are
+    stacked in rows so that none hides another."""
+
+    value: float
+    label: str
+    color: str = "#555"
+
+
+@dataclass
+class Band:
+    """A shaded spell along x, from start to end, the full height of the plot."""
+
+    start: float
+    end: float
+    color: str = FAIL_COLOR
+    opacity: float = 0.15
 
 
 def fmt_seconds(value: float) -> str:
@@ -120,6 +144,8 @@ def chart(
     x_range: tuple[float, float] | None = None,
     y_range: tuple[float, float] | None = None,
     references: Sequence[Reference] = (),
+    markers: Sequence[Marker] = (),
+    bands: Sequence[Band] = (),
     width: int = 480,
     height: int = 230,
     note: str = "",
@@ -132,8 +158,8 @@ def chart(
     }
     fx, fy = formats[x_format], formats[y_format]
     left, right, top, bottom = 62, 12, (36 if note else 26), 38
-    xs = [p[0] for s in series for p in (*s.points, *s.failed)]
-    ys = [p[1] for s in series for p in (*s.points, *s.failed)]
+    xs = [p[0] for s in series for p in (*s.points, *s.failed) if math.isfinite(p[1])]
+    ys = [p[1] for s in series for p in (*s.points, *s.failed) if math.isfinite(p[1])]
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
         f'viewBox="0 0 {width} {height}" role="img" aria-label="{escape(title)}">',
@@ -167,6 +193,7 @@ def chart(
         f'<rect x="{left}" y="{top}" width="{width - left - right}" '
         f'height="{height - top - bottom}" class="f"/>'
     )
+    parts.extend(_bands(bands, ax, left, width - right, plot_top, plot_bottom))
     for tick in y_ticks:
         y = ay(tick)
         parts.append(
@@ -202,12 +229,13 @@ def chart(
                 f"{escape(ref.label)}</text>"
             )
     for s in series:
-        pts = [(ax(x), ay(y)) for x, y in s.points]
         if s.kind == "dots":
+            pts = [(ax(x), ay(y)) for x, y in s.points if math.isfinite(y)]
             parts.append(f'<g fill="{s.color}" fill-opacity="0.55">')
             parts.extend(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="1.8"/>' for x, y in pts)
             parts.append("</g>")
-        elif pts:
+        for run in _finite_runs(s.points) if s.kind != "dots" else ():
+            pts = [(ax(x), ay(y)) for x, y in run]
             if s.kind == "step":
                 stepped = [pts[0]]
                 for (_x0, y0), (x1, y1) in itertools.pairwise(pts):
@@ -227,6 +255,7 @@ def chart(
                     f'M{x - 3:.1f},{y + 3:.1f}L{x + 3:.1f},{y - 3:.1f}"/>'
                 )
             parts.append("</g>")
+    parts.extend(_markers(markers, ax, left, width - right, plot_top, plot_bottom))
     legend_x = left + 4
     for s in series:
         label = escape(s.label)
@@ -243,6 +272,147 @@ def chart(
         parts.append(
             f'<text x="{legend_x}" y="{height - 8}" class="a" fill="{FAIL_COLOR}">× failed</text>'
         )
+    if note:
+        parts.append(
+            f'<text x="{width - right}" y="29" text-anchor="end" class="n">{escape(note)}</text>'
+        )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _finite_runs(points: Sequence[tuple[float, float]]) -> list[list[tuple[float, float]]]:
+    """The stretches of a line between NaN points (each drawn as one polyline)."""
+    runs: list[list[tuple[float, float]]] = [[]]
+    for point in points:
+        if math.isfinite(point[1]):
+            runs[-1].append(point)
+        elif runs[-1]:
+            runs.append([])
+    return [run for run in runs if run]
+
+
+def _bands(
+    bands: Sequence[Band], ax: _Axis, left: float, right: float, top: float, bottom: float
+) -> list[str]:
+    parts = []
+    for band in bands:
+        x0 = min(max(ax(band.start), left), right)
+        x1 = min(max(ax(band.end), left), right)
+        # At least one pixel wide: a short gap on a long axis must stay visible.
+        w = max(x1 - x0, 1.0)
+        parts.append(
+            f'<rect x="{x0:.1f}" y="{top}" width="{w:.1f}" height="{bottom - top}" '
+            f'fill="{band.color}" fill-opacity="{band.opacity:g}"/>'
+        )
+    return parts
+
+
+def _markers(
+    markers: Sequence[Marker], ax: _Axis, left: float, right: float, top: float, bottom: float
+) -> list[str]:
+    parts = []
+    row_ends: list[float] = []  # per label row: where its last label ends
+    for marker in sorted(markers, key=lambda m: m.value):
+        x = ax(marker.value)
+        if not left - 0.5 <= x <= right + 0.5:
+            continue
+        color = escape(marker.color)
+        parts.append(
+            f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{top}" y2="{bottom}" stroke="{color}" '
+            'stroke-width="1.2" stroke-dasharray="3 2"/>'
+        )
+        if not marker.label:
+            continue
+        text_w = 5.6 * len(marker.label) + 6
+        near_right = x + text_w > right
+        lo, hi = (x - text_w, x) if near_right else (x, x + text_w)
+        row = next((i for i, end in enumerate(row_ends) if lo > end), len(row_ends))
+        if row == len(row_ends):
+            row_ends.append(hi)
+        row_ends[row] = max(row_ends[row], hi)
+        anchor, dx = ("end", -3) if near_right else ("start", 3)
+        parts.append(
+            f'<text x="{x + dx:.1f}" y="{top + 11 + 11 * row}" text-anchor="{anchor}" '
+            f'class="a" fill="{color}">{escape(marker.label)}</text>'
+        )
+    return parts
+
+
+def bars(
+    *,
+    title: str,
+    groups: Sequence[str],
+    series: Sequence[tuple[str, Sequence[float | None]]],
+    y_format: str = "plain",
+    references: Sequence[Reference] = (),
+    width: int = 480,
+    height: int = 230,
+    note: str = "",
+) -> str:
+    """Grouped bars: one group per category (`groups`), one bar per series in
+    each; a None value leaves its bar out. Only y references are drawn."""
+    formats = {"plain": fmt_plain, "seconds": fmt_seconds, "fraction": fmt_fraction}
+    fy = formats[y_format]
+    left, right, top, bottom = 62, 12, (36 if note else 26), 38
+    values = [v for _, vs in series for v in vs if v is not None and math.isfinite(v)]
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" role="img" aria-label="{escape(title)}">',
+        f'<text x="{left}" y="16" class="t">{escape(title)}</text>',
+    ]
+    if not values or not groups:
+        parts.append(
+            f'<text x="{width / 2}" y="{height / 2}" text-anchor="middle" class="n">no data</text>'
+        )
+        parts.append("</svg>")
+        return "".join(parts)
+    y_hi = max([*values, *(r.value for r in references if r.axis == "y")])
+    y_hi = y_hi * 1.05 if y_hi > 0 else 1.0
+    ay = _Axis(0.0, y_hi, height - bottom, top, False)
+    plot_bottom = height - bottom
+    parts.append(
+        f'<rect x="{left}" y="{top}" width="{width - left - right}" '
+        f'height="{height - top - bottom}" class="f"/>'
+    )
+    for tick in linear_ticks(0.0, y_hi):
+        y = ay(tick)
+        parts.append(
+            f'<line x1="{left}" x2="{width - right}" y1="{y:.1f}" y2="{y:.1f}" class="g"/>'
+            f'<text x="{left - 4}" y="{y + 3:.1f}" text-anchor="end" class="a">{fy(tick)}</text>'
+        )
+    slot = (width - left - right) / len(groups)
+    bar_w = min(slot * 0.8 / max(1, len(series)), 36.0)  # few groups: no slabs
+    for g, group in enumerate(groups):
+        x0 = left + (g + 0.5) * slot - bar_w * len(series) / 2
+        for i, (_label, vs) in enumerate(series):
+            value = vs[g] if g < len(vs) else None
+            if value is None or not math.isfinite(value):
+                continue
+            y = ay(value)
+            parts.append(
+                f'<rect x="{x0 + i * bar_w:.1f}" y="{y:.1f}" width="{max(bar_w - 1, 1):.1f}" '
+                f'height="{plot_bottom - y:.1f}" fill="{PALETTE[i % len(PALETTE)]}"/>'
+            )
+        parts.append(
+            f'<text x="{left + (g + 0.5) * slot:.1f}" y="{plot_bottom + 14}" '
+            f'text-anchor="middle" class="a">{escape(group)}</text>'
+        )
+    for ref in references:
+        if ref.axis == "y":
+            y = ay(ref.value)
+            parts.append(
+                f'<line x1="{left}" x2="{width - right}" y1="{y:.1f}" y2="{y:.1f}" class="r"/>'
+                f'<text x="{width - right - 2}" y="{y - 3:.1f}" text-anchor="end" class="rl">'
+                f"{escape(ref.label)}</text>"
+            )
+    legend_x = left + 4
+    for i, (label, _vs) in enumerate(series):
+        parts.append(
+            f'<rect x="{legend_x}" y="{height - 15}" width="9" height="8" '
+            f'fill="{PALETTE[i % len(PALETTE)]}"/>'
+            f'<text x="{legend_x + 13}" y="{height - 8}" class="a">{escape(label)}</text>'
+        )
+        legend_x += 24 + 7 * len(label)
     if note:
         parts.append(
             f'<text x="{width - right}" y="29" text-anchor="end" class="n">{escape(note)}</text>'

@@ -1,5 +1,14 @@
 """topology.yaml: the one source of truth for every netwatch and loadprobe command."""
 
+from netwatch.topology.drills import (
+    Blackout,
+    Drills,
+    DrillSchedule,
+    DrillSettings,
+    DrillThresholds,
+    FaultCommand,
+    TimeWindow,
+)
 from netwatch.topology.loader import DEFAULT_PATH, TopologyError, load, load_for_command, loads
 from netwatch.topology.model import (
     TRANSACTIONS,
@@ -25,7 +34,13 @@ __all__ = [
     "DEFAULT_PATH",
     "TRANSACTIONS",
     "Alerts",
+    "Blackout",
     "Datacenter",
+    "DrillSchedule",
+    "DrillSettings",
+    "DrillThresholds",
+    "Drills",
+    "FaultCommand",
     "HostPort",
     "Lab",
     "LabLink",
@@ -37,6 +52,7 @@ __all__ = [
     "PolicyProfile",
     "Problem",
     "Sla",
+    "TimeWindow",
     "Topology",
     "TopologyError",
     "Town",

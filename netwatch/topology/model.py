@@ -8,14 +8,29 @@ topology is read once and shared by every part of a process.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 from dataclasses import dataclass
+from datetime import date, datetime
+from functools import cached_property
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from typing import Annotated, Literal, get_args
 from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
+from netwatch.topology.drills import (
+    Blackout,
+    Drills,
+    DrillSchedule,
+    DrillSettings,
+    DrillThresholds,
+    FaultCommand,
+    TimeWindow,
+    check_cron,
+    check_timezone,
+    parse_window,
+)
 from netwatch.topology.ids import id_problem
 from netwatch.topology.units import parse_duration, parse_percentage, parse_rate
 
@@ -200,6 +215,149 @@ class Alerts(Model):
     acceptance_window: Annotated[Duration, Field(gt=0)] = 21600.0  # a failed verdict shows
 
 
+# --- failover drills ----------------------------------------------------------
+
+
+class DrillThresholdsSpec(Model):
+    max_outage: Annotated[Duration, Field(gt=0)] = 2.0
+    max_failback_outage: Annotated[Duration, Field(gt=0)] = 1.0
+    load_test: Literal["pass", "ignore"] = "pass"
+
+    def over(self, base: DrillThresholds) -> DrillThresholds:
+        given = self.model_fields_set
+        return DrillThresholds(
+            max_outage=self.max_outage if "max_outage" in given else base.max_outage,
+            max_failback_outage=(
+                self.max_failback_outage
+                if "max_failback_outage" in given
+                else base.max_failback_outage
+            ),
+            load_test_must_pass=(
+                self.load_test == "pass" if "load_test" in given else base.load_test_must_pass
+            ),
+        )
+
+
+class DrillSettingsSpec(Model):
+    """Every key has a built-in default; as an override (`drills.defaults`, a
+    schedule's `settings`, `lab.drills`) only the keys written replace the
+    base, as `lab.alerts` does, down into `thresholds`."""
+
+    baseline: Annotated[Duration, Field(gt=0)] = 60.0
+    degraded: Annotated[Duration, Field(gt=0)] = 300.0
+    terminals: PositiveInt = 10  # the seed's test: 10 terminals at once
+    settle: Annotated[Duration, Field(ge=0)] = 5.0
+    failback_timeout: Annotated[Duration, Field(gt=0)] = 180.0
+    thresholds: DrillThresholdsSpec = DrillThresholdsSpec()
+
+    def over(self, base: DrillSettings) -> DrillSettings:
+        given = {k: getattr(self, k) for k in self.model_fields_set if k != "thresholds"}
+        return dataclasses.replace(base, **given, thresholds=self.thresholds.over(base.thresholds))
+
+
+def _builtin_drill_settings() -> DrillSettings:
+    spec, t = DrillSettingsSpec(), DrillThresholdsSpec()
+    thresholds = DrillThresholds(t.max_outage, t.max_failback_outage, t.load_test == "pass")
+    return DrillSettings(
+        spec.baseline, spec.degraded, spec.terminals, spec.settle, spec.failback_timeout, thresholds
+    )
+
+
+BUILTIN_DRILL_SETTINGS = _builtin_drill_settings()  # a topology without `drills:` gets these
+
+
+def _parse_date(value: object) -> object:
+    # YAML reads 2027-03-15 as a date; a quoted one is a string.
+    if isinstance(value, str):
+        try:
+            return date.fromisoformat(value)
+        except ValueError:
+            pass
+    if isinstance(value, date) and not isinstance(value, datetime):
+        return value
+    raise ValueError(f"expected a date like 2027-03-15, got {value!r}")
+
+
+Date = Annotated[date, BeforeValidator(_parse_date)]
+
+
+class BlackoutSpec(Model):
+    from_: Date = Field(alias="from")
+    to: Date  # included
+    reason: Annotated[str, Field(min_length=1)]
+
+
+Argv = Annotated[tuple[Annotated[str, Field(min_length=1)], ...], Field(min_length=1)]
+
+
+class FaultSpec(Model):
+    command: Argv  # cuts the town's primary
+    restore: Argv  # puts it back; a drill always runs it
+
+
+def _parse_towns(value: object) -> object:
+    # None stands for "all": resolved once the towns are known.
+    if value == "all":
+        return None
+    if not isinstance(value, list | tuple) or not value:
+        raise ValueError(f"expected 'all' or a list of town ids like [nishiki], got {value!r}")
+    return value
+
+
+def _parse_fault(value: object) -> object:
+    # None stands for "lab" (the lab cuts its own emulated link); YAML's own
+    # null is refused so that a forgotten value never means the lab.
+    if value == "lab":
+        return None
+    if not isinstance(value, dict | FaultSpec):
+        raise ValueError(
+            f"expected 'lab' or {{command: [argv...], restore: [argv...]}}, got {value!r}"
+        )
+    return value
+
+
+Window = Annotated[TimeWindow, BeforeValidator(parse_window)]
+
+
+class DrillScheduleSpec(Model):
+    towns: Annotated[tuple[Id, ...] | None, BeforeValidator(_parse_towns)]
+    cron: Annotated[str, AfterValidator(check_cron)]  # in `timezone`
+    timezone: Annotated[str, AfterValidator(check_timezone)]
+    windows: tuple[Window, ...] = ()  # none: any time of day
+    blackouts: tuple[BlackoutSpec, ...] = ()
+    fault: Annotated[FaultSpec | None, BeforeValidator(_parse_fault)]
+    settings: DrillSettingsSpec = DrillSettingsSpec()
+
+
+class DrillsSpec(Model):
+    defaults: DrillSettingsSpec = DrillSettingsSpec()
+    schedules: tuple[DrillScheduleSpec, ...] = ()
+
+    def resolve(self, towns: tuple[Town, ...]) -> Drills:
+        defaults = self.defaults.over(BUILTIN_DRILL_SETTINGS)
+        in_cutover_order = tuple(t.id for t in sorted(towns, key=lambda t: t.cutover_week))
+        return Drills(
+            defaults=defaults,
+            schedules=tuple(
+                DrillSchedule(
+                    index=index,
+                    towns=in_cutover_order if spec.towns is None else spec.towns,
+                    cron=spec.cron,
+                    timezone=spec.timezone,
+                    windows=spec.windows,
+                    blackouts=tuple(Blackout(b.from_, b.to, b.reason) for b in spec.blackouts),
+                    fault=(
+                        "lab"
+                        if spec.fault is None
+                        else FaultCommand(spec.fault.command, spec.fault.restore)
+                    ),
+                    settings=spec.settings.over(defaults),
+                )
+                for index, spec in enumerate(self.schedules)
+            ),
+        )
+
+
 # --- probe policy -----------------------------------------------------------
 
 
@@ -336,6 +494,7 @@ class Lab(Model):
     nodes: dict[str, LabNode]
     links: tuple[LabLink, ...]
     alerts: Alerts = Alerts()  # only the keys given replace the topology's `alerts`
+    drills: DrillSettingsSpec = DrillSettingsSpec()  # ... and the drills' settings
 
 
 class Topology(Model):
@@ -346,6 +505,8 @@ class Topology(Model):
     policy: Policy
     loadtest: LoadTest
     alerts: Alerts = Alerts()
+    # The written section; `drills` is the resolved one.
+    drills_spec: DrillsSpec = Field(DrillsSpec(), alias="drills")
     lab: Lab
 
     def town(self, town_id: str) -> Town:
@@ -360,6 +521,25 @@ class Topology(Model):
         """`alerts` with the lab's shorter waits (the keys `lab.alerts` sets)."""
         given = self.lab.alerts.model_dump(include=self.lab.alerts.model_fields_set)
         return self.alerts.model_copy(update=given)
+
+    @cached_property
+    def drills(self) -> Drills:
+        """The schedules with "all" resolved and their settings merged."""
+        return self.drills_spec.resolve(self.towns)
+
+    @property
+    def lab_drills(self) -> DrillSettings:
+        """The drills' defaults with the lab's shorter runs (the keys `lab.drills` sets)."""
+        return self.lab.drills.over(self.drills.defaults)
+
+    def drill_settings(
+        self, town: str, *, lab: bool, schedule: DrillSchedule | None = None
+    ) -> DrillSettings:
+        """What a drill of `town` runs with: the defaults for a manual drill,
+        or `schedule`'s settings; in the lab, `lab.drills` over either."""
+        self.town(town)  # KeyError naming the known towns
+        base = self.drills.defaults if schedule is None else schedule.settings
+        return self.lab.drills.over(base) if lab else base
 
     @property
     def routed_prefixes(self) -> tuple[IPv4Network, ...]:

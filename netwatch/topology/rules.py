@@ -8,8 +8,14 @@ shape and unit by the time these run.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from ipaddress import IPv4Network
+from itertools import islice
+from zoneinfo import ZoneInfo
 
+from cronsim import CronSim
+
+from netwatch.topology.drills import TimeWindow
 from netwatch.topology.model import TRANSACTIONS, Topology
 from netwatch.topology.source import KeyPath, format_path
 from netwatch.topology.units import format_duration, format_percentage
@@ -19,7 +25,16 @@ Finding = tuple[KeyPath, str]
 
 def check(topo: Topology) -> list[Finding]:
     findings: list[Finding] = []
-    for rule in (_towns, _paths, _targets, _policy, _loadtest, _lab_links, _lab_subnets):
+    for rule in (
+        _towns,
+        _paths,
+        _targets,
+        _policy,
+        _loadtest,
+        _drills,
+        _lab_links,
+        _lab_subnets,
+    ):
         findings.extend(rule(topo))
     return findings
 
@@ -218,6 +233,39 @@ def _loadtest(topo: Topology) -> Iterator[Finding]:
             f"bad template ({exc!s}); use {{town}} and {{terminal}}, "
             "e.g. '{town}-t{terminal:02d}'",
         )
+
+
+def _drills(topo: Topology) -> Iterator[Finding]:
+    known = [t.id for t in topo.towns]
+    for s, spec in enumerate(topo.drills_spec.schedules):
+        base: KeyPath = ("drills", "schedules", s)
+        for index, town in enumerate(spec.towns or ()):
+            if town not in known:
+                yield (*base, "towns", index), f"unknown town {town!r} (known: {', '.join(known)})"
+        for index, town in _duplicates(list(spec.towns or ())):
+            yield (*base, "towns", index), f"town {town!r} listed twice"
+        for index, blackout in enumerate(spec.blackouts):
+            if blackout.to < blackout.from_:
+                yield (
+                    (*base, "blackouts", index, "to"),
+                    f"blackout ends ({blackout.to}) before it starts ({blackout.from_})",
+                )
+        if spec.windows and not _ever_in_window(spec.cron, spec.timezone, spec.windows):
+            yield (
+                (*base, "cron"),
+                f"cron {spec.cron!r} never falls inside the windows "
+                f"{', '.join(map(str, spec.windows))}, so the drill never runs",
+            )
+
+
+def _ever_in_window(cron: str, timezone: str, windows: tuple[TimeWindow, ...]) -> bool:
+    # Time of day barely depends on the date: a year's worth of a daily
+    # cron (or a few days of a per-minute one) decides it without a clock.
+    start = datetime(2001, 1, 1, tzinfo=UTC).astimezone(ZoneInfo(timezone))
+    return any(
+        any(w.contains(occurrence.time()) for w in windows)
+        for occurrence in islice(CronSim(cron, start), 2000)
+    )
 
 
 def _lab_links(topo: Topology) -> Iterator[Finding]:
