@@ -380,7 +380,8 @@ def _agent_socket(ctx: Context) -> Path | None:
     from netwatch.agent import control
 
     given = getattr(ctx.args, "agent_socket", None)
-    found = control.find_socket(ctx.topo, ctx.town.id, given)
+    lab_run_dir = getattr(ctx.args, "lab_run_dir", None)
+    found = control.find_socket(ctx.topo, ctx.town.id, given, lab_run_dir=lab_run_dir)
     if control.agent_running(found):
         return found
     if given:

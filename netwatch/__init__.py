@@ -9,8 +9,11 @@ health/        the pure health core: windows, path state machine, selector, roun
 agent/         one town's agent: probes, runner, routes, link watch, metrics
 mqtt/          the agent's publisher and its durable event spool
 opscenter/     the operations center: ingest, fleet, store, status page, API, fleet metrics
+drill/         failover drills and the pre-cutover acceptance campaign: runner, observer,
+               measurements and verdicts, schedules, reports
 lab/           the four-town lab in network namespaces: plan, run dir, services, links
 emulator/      the user-space link emulator (delay, jitter, loss, rate, cut) over TUN
 check.py       `netwatch check`
+hold.py        `netwatch hold`: a maintenance hold through the agent's control socket
 cli.py         the `netwatch` command
 """

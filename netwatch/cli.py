@@ -8,6 +8,8 @@ from collections.abc import Sequence
 
 from netwatch import check, hold
 from netwatch.agent import cli as agent_cli
+from netwatch.drill import acceptance as acceptance_cli
+from netwatch.drill import cli as drill_cli
 from netwatch.errors import EXIT_ERROR, run_handler
 from netwatch.lab import cli as lab_cli
 from netwatch.monitoring import cli as monitoring_cli
@@ -28,6 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     lab_cli.add_parser(subparsers)
     agent_cli.add_parser(subparsers)
     hold.add_parser(subparsers)
+    drill_cli.add_parser(subparsers)
+    acceptance_cli.add_parser(subparsers)
     opscenter_cli.add_parser(subparsers)
     monitoring_cli.add_parser(subparsers)
     return parser

@@ -57,6 +57,9 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.add_argument("--reason", default="maintenance", help="why (shown everywhere)")
     parser.add_argument("--topology", default=DEFAULT_PATH, help=f"default: {DEFAULT_PATH}")
     parser.add_argument("--socket", metavar="PATH", help="the agent's control socket")
+    parser.add_argument(
+        "--lab-run-dir", metavar="DIR", help="the lab's run directory (default: lab.run_dir)"
+    )
     parser.set_defaults(run=run)
 
 
@@ -75,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
         town = topo.town(args.town)
     except KeyError as exc:
         raise UserError(str(exc.args[0])) from None
-    path = control.find_socket(topo, town.id, args.socket)
+    path = control.find_socket(topo, town.id, args.socket, lab_run_dir=args.lab_run_dir)
     if args.path is not None:
         if args.path not in {p.name for p in town.paths}:
             known = ", ".join(p.name for p in town.paths_by_preference)

@@ -564,10 +564,12 @@ def test_a_hold_ends_when_its_time_is_up_and_the_rules_take_over() -> None:
     s.place_hold(_held(until=50.0), health)
     assert s.check_hold(49.9, health) is None
     ended = s.check_hold(50.0, health)
-    assert ended is not None and ended[1] == "expired after 50s"
+    assert ended is not None
+    assert ended[1] == "expired after 50s"
     assert s.hold is None
     d = s.decide(50.0, health)
-    assert d is not None and (d.new, d.kind) == ("primary", "failback")
+    assert d is not None
+    assert (d.new, d.kind) == ("primary", "failback")
 
 
 def test_a_hold_ends_when_its_path_fails_and_the_town_fails_over() -> None:
@@ -577,9 +579,11 @@ def test_a_hold_ends_when_its_path_fails_and_the_town_fails_over() -> None:
     s.place_hold(_held(), health)
     health["backup"] = down("link down")
     ended = s.check_hold(5.0, health)
-    assert ended is not None and ended[1] == "backup is down: link down"
+    assert ended is not None
+    assert ended[1] == "backup is down: link down"
     d = s.decide(5.0, health)
-    assert d is not None and (d.new, d.kind) == ("primary", "failover")
+    assert d is not None
+    assert (d.new, d.kind) == ("primary", "failover")
 
 
 def test_a_hold_on_an_unknown_path_waits_rather_than_ending() -> None:
@@ -613,5 +617,7 @@ def test_a_hold_of_a_damped_path_still_holds() -> None:
     health = {"primary": up(), "backup": up(damped_until=1e9)}
     s.place_hold(_held(), health)
     d = s.decide(1.0, health)
-    assert d is not None and d.new == "backup"
-    assert s.release_hold() is not None and s.hold is None
+    assert d is not None
+    assert d.new == "backup"
+    assert s.release_hold() is not None
+    assert s.hold is None

@@ -54,9 +54,12 @@ def default_socket(town: str) -> Path:
     return Path(DEFAULT_DIR) / f"agent-{town}.sock"
 
 
-def find_socket(topo: Topology, town: str, given: str | None = None) -> Path:
+def find_socket(
+    topo: Topology, town: str, given: str | None = None, *, lab_run_dir: str | None = None
+) -> Path:
     """The control socket of `town`'s agent: `given`, else the one on this
-    host (`/run/netwatch/agent-TOWN.sock`), else the lab's, if it exists."""
+    host (`/run/netwatch/agent-TOWN.sock`), else the lab's (in `lab_run_dir`,
+    default topology.yaml's lab.run_dir), if it exists."""
     if given:
         return Path(given)
     host = default_socket(town)
@@ -64,7 +67,7 @@ def find_socket(topo: Topology, town: str, given: str | None = None) -> Path:
         return host
     from netwatch.lab.rundir import RunDir
 
-    lab = RunDir.of(topo.lab.run_dir).agent_control(town)
+    lab = RunDir.of(lab_run_dir or topo.lab.run_dir).agent_control(town)
     return lab if lab.exists() else host
 
 
