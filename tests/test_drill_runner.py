@@ -445,3 +445,72 @@ def test_unjudged_checks_fail_the_drill() -> None:
     checks = measure.judge({"outage_s": 0.5}, None, th, 30.0)
     assert [c.passed for c in checks] == [True, None, None]
     assert not measure.passed(checks)
+
+
+# --- the commands' bad input: one line, exit 2, nothing touched ----------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["drill", "--town", "atlantis", "--lab"], "unknown town 'atlantis'"),
+        (["drill", "--town", "nishiki"], "how is the primary cut?"),
+        (["drill", "--town", "nishiki", "--fault-command", "true"], "needs --restore-command"),
+        (["drill", "--town", "nishiki", "--restore-command", "true"], "goes with --fault-command"),
+        (
+            [
+                "drill",
+                "--town",
+                "nishiki",
+                "--fault-command",
+                "'unclosed",
+                "--restore-command",
+                "x",
+            ],
+            "cannot split",
+        ),
+        (
+            [
+                "drill",
+                "--town",
+                "nishiki",
+                "--fault-command",
+                "true",
+                "--restore-command",
+                "true",
+                "--degraded",
+                "soon",
+            ],
+            "--degraded",
+        ),
+        (["acceptance", "--towns", "nishiki,atlantis"], "--towns: unknown town 'atlantis'"),
+        (["acceptance", "--duration", "0s"], "--duration: must be positive"),
+        (["hold", "--town", "nishiki", "--path", "moon"], "nishiki has no path 'moon'"),
+        (["hold", "--town", "nishiki", "--path", "backup", "--for", "ever"], "--for"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(args: list[str], message: str, tmp_path: Path) -> None:
+    import subprocess
+
+    done = subprocess.run(
+        [sys.executable, "-m", "netwatch.cli", *args, "--topology", str(ROOT / "topology.yaml")],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60, check=False,
+        stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert message in done.stderr
+    assert "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert not list(tmp_path.iterdir())  # no report, no log written
+
+
+def test_hold_without_an_agent_says_so(tmp_path: Path) -> None:
+    import subprocess
+
+    done = subprocess.run(
+        [sys.executable, "-m", "netwatch.cli", "hold", "--town", "nishiki",
+         "--socket", str(tmp_path / "none.sock"), "--topology", str(ROOT / "topology.yaml")],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "is the agent running?" in done.stderr
