@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime, timedelta
 
 from netwatch import messages as m
@@ -18,6 +19,7 @@ def state(
     primary: PathState = PathState.UP,
     backup: PathState = PathState.UP,
     all_down: bool = False,
+    hold: m.HoldStatus | None = None,
 ) -> m.StateMessage:
     return m.StateMessage(
         town=town,
@@ -25,6 +27,7 @@ def state(
         active_path=active,
         all_down=all_down,
         route_backend="netlink",
+        hold=hold,
         paths={
             "primary": m.PathStatus(
                 state=primary, damped=False, since=at, loss_ratio=0.0, rtt_p50_s=0.012
@@ -85,3 +88,43 @@ def online(town: str = "nishiki", up: bool = True, *, at: datetime = T0) -> m.On
 
 def later(seconds: float) -> datetime:
     return T0 + timedelta(seconds=seconds)
+
+
+def hold(
+    path: str = "backup", *, at: datetime = T0, hours: float = 2.0, reason: str = "LGWAN works"
+) -> m.HoldStatus:
+    return m.HoldStatus(
+        path=path, reason=reason, by="ops@oc", since=at, until=at + timedelta(hours=hours)
+    )
+
+
+def drill(
+    status: m.DrillStatus = m.DrillStatus.PASSED,
+    town: str = "nishiki",
+    *,
+    started: datetime = T0,
+    at: datetime | None = None,
+    drill_id: str | None = None,
+    outage: float | None = 0.4,
+    failback: float | None = 0.2,
+) -> m.DrillMessage:
+    """A drill's message: `at` (its ts) defaults to its end, 10 min after
+    the start, or to the start while it runs."""
+    running = status is m.DrillStatus.RUNNING
+    failed = status in (m.DrillStatus.FAILED, m.DrillStatus.ABORTED)
+    ended = None if running else started + timedelta(minutes=10)
+    return m.DrillMessage(
+        town=town,
+        ts=at or ended or started,
+        drill_id=drill_id or str(uuid.uuid4()),
+        status=status,
+        started=started,
+        ended=ended,
+        fault="lab",
+        reason="outage 6 s > 5 s" if failed else "",
+        outage_s=None if running else outage,
+        failback_outage_s=None if running else failback,
+        detection_s=None if running else 0.15,
+        load_passed=None if running else status is m.DrillStatus.PASSED,
+        report=None if running else "/var/lib/netwatch/drills/report.html",
+    )

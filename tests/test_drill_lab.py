@@ -288,9 +288,9 @@ def test_due_runs_the_due_drill_and_skips_the_rest(
         os.chdir(ROOT)
     assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout
-    assert "nishiki (schedule 1): due" in lines
-    assert "takaharu (schedule 2): skipped: blackout test blackout" in lines
-    assert "tsuno (schedule 3): not due" in lines
+    assert "nishiki (schedule 0): due" in lines
+    assert "takaharu (schedule 1): skipped: blackout test blackout" in lines
+    assert "tsuno (schedule 2): not due" in lines
     assert "PASSED: report" in lines
     assert list(json.loads(log.read_text())["last_runs"]) == ["nishiki"]
     # Run again: nothing is due any more (the occurrence ran).
@@ -298,7 +298,7 @@ def test_due_runs_the_due_drill_and_skips_the_rest(
         "netwatch.cli", "drill", "--due", "--dry-run", "--topology", str(scheduled),
         "--lab-run-dir", lab.run_dir, "--drill-log", str(log),
     )  # fmt: skip
-    assert "nishiki (schedule 1): due" not in again.stdout, again.stdout
+    assert "nishiki (schedule 0): due" not in again.stdout, again.stdout
 
 
 def test_an_acceptance_campaign_runs_two_towns_in_cutover_order(

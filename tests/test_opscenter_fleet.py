@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 
 import pytest
-from opscenter_data import T0, event, later, metrics, online, state
+from opscenter_data import T0, drill, event, hold, later, metrics, online, state
 
 from netwatch.health.state import PathState
-from netwatch.messages import EventType, Message, outcomes_json
+from netwatch.messages import DrillStatus, EventType, Message, outcomes_json
+from netwatch.opscenter.drills import LOCK_STALE_AFTER_S, DrillPhase, NextDrills
 from netwatch.opscenter.fleet import Fleet, Status
-from netwatch.topology import load
+from netwatch.topology import Topology, load
 
 ROOT = Path(__file__).resolve().parent.parent
 TOPO = load(ROOT / "topology.yaml")
@@ -170,14 +172,87 @@ def test_route_events_are_counted_and_a_conflict_is_held_until_cleared(fleet: Fl
     assert sum(view.failovers.values()) == 0  # none of them moved the traffic
 
 
-def test_drill_and_acceptance_results_are_kept_apart(fleet: Fleet) -> None:
-    drill = event(EventType.DRILL_RESULT, details_kind="drill")
+def test_an_acceptance_result_is_kept_and_a_drills_event_is_left_to_its_message(
+    fleet: Fleet,
+) -> None:
     acceptance = event(EventType.DRILL_RESULT, details_kind="acceptance", at=later(1))
-    fleet.apply(drill, NOW)
+    fleet.apply(event(EventType.DRILL_RESULT, details_kind="drill"), NOW)
     fleet.apply(acceptance, NOW)
     view = fleet.towns["nishiki"]
-    assert view.drill == drill
     assert view.acceptance == acceptance
+    assert view.drill is None  # a drill's result is its retained drill message
+
+
+def test_the_last_drill_is_kept_and_an_older_one_arriving_late_is_ignored(fleet: Fleet) -> None:
+    view = fleet.towns["nishiki"]
+    running = drill(DrillStatus.RUNNING, started=later(3600))
+    assert fleet.apply(running, NOW)
+    assert view.drill == running
+    assert view.drill_phase(later(3660)) is DrillPhase.RUNNING
+    passed = drill(started=later(3600), drill_id=running.drill_id)
+    assert fleet.apply(passed, NOW + 600)
+    assert view.drill == view.finished_drill == passed
+    assert view.drill_passed_at == passed.ended
+    # Yesterday's failed drill, redelivered late, changes nothing.
+    assert not fleet.apply(drill(DrillStatus.FAILED, started=T0), NOW + 601)
+    assert not fleet.apply(passed, NOW + 602)
+    assert view.drill == passed
+    assert view.drill_phase(later(7200)) is DrillPhase.PASSED
+
+
+def test_a_running_drill_keeps_the_last_result_and_a_failure_keeps_the_last_pass(
+    fleet: Fleet,
+) -> None:
+    view = fleet.towns["nishiki"]
+    first = drill(started=T0)
+    fleet.apply(first, NOW)
+    fleet.apply(drill(DrillStatus.RUNNING, started=later(86400)), NOW)
+    assert view.finished_drill == first
+    failed = drill(DrillStatus.FAILED, started=later(86400))
+    fleet.apply(failed, NOW)
+    assert view.finished_drill == failed
+    assert view.drill_passed_at == first.ended
+
+
+def test_a_running_drill_too_old_to_believe_is_a_stale_lock(fleet: Fleet) -> None:
+    fleet.apply(drill(DrillStatus.RUNNING, started=T0), NOW)
+    view = fleet.towns["nishiki"]
+    assert view.drill_phase(later(LOCK_STALE_AFTER_S)) is DrillPhase.RUNNING
+    assert view.drill_phase(later(LOCK_STALE_AFTER_S + 1)) is DrillPhase.STALE_LOCK
+
+
+def test_a_drill_message_is_not_word_from_the_agent(fleet: Fleet) -> None:
+    fleet.apply(drill(at=later(5)), NOW, retained=True)
+    fleet.apply(event(EventType.DRILL_STARTED, at=later(6)), NOW)
+    assert fleet.towns["nishiki"].last_heard is None
+    assert status(fleet) is Status.UNKNOWN
+
+
+def test_the_hold_comes_with_the_state_and_goes_with_it(fleet: Fleet) -> None:
+    held = hold()
+    fleet.apply(state(active="backup", hold=held), NOW)
+    assert fleet.towns["nishiki"].hold == held
+    fleet.apply(state(at=later(60)), NOW + 60)
+    assert fleet.towns["nishiki"].hold is None
+
+
+def test_the_next_drill_is_read_at_most_once_a_minute_and_kept_until_it_comes() -> None:
+    calls: list[tuple[str, datetime]] = []
+    scheduled = {"nishiki": later(3600), "tsuno": None}
+
+    def compute(topo: Topology, town: str, after: datetime) -> datetime | None:
+        calls.append((town, after))
+        return scheduled[town]
+
+    nexts = NextDrills(TOPO, compute=compute)
+    for s in (0, 59, 1800, 3599):
+        assert nexts.of("nishiki", later(s)) == later(3600)
+    assert nexts.of("tsuno", T0) is None
+    assert nexts.of("tsuno", later(59)) is None
+    assert calls == [("nishiki", T0), ("tsuno", T0)]
+    nexts.of("tsuno", later(60))  # "none" is asked again after a minute
+    nexts.of("nishiki", later(3600))  # the drill came: the one after it
+    assert calls[2:] == [("tsuno", later(60)), ("nishiki", later(3600))]
 
 
 def test_a_change_bumps_the_towns_version(fleet: Fleet) -> None:
@@ -190,10 +265,18 @@ def test_a_change_bumps_the_towns_version(fleet: Fleet) -> None:
 
 def test_replay_rebuilds_counts_and_state_but_not_freshness(fleet: Fleet) -> None:
     failover = event()
-    history: list[Message] = [failover, state(active="backup", at=later(1)), online()]
+    last = drill(started=later(-3600))
+    held = hold(at=later(1))
+    history: list[Message] = [
+        failover,
+        state(active="backup", at=later(1), hold=held),
+        online(),
+        last,
+    ]
     fleet.replay(history)
     view = fleet.towns["nishiki"]
     assert view.active_path == "backup"
+    assert (view.hold, view.drill, view.finished_drill) == (held, last, last)
     assert view.failovers == {
         ("primary", "backup", "failover"): 1,
         ("backup", "primary", "failback"): 0,

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from opscenter_data import T0, event, later, metrics, online, state
+from opscenter_data import T0, drill, event, later, metrics, online, state
 
 from netwatch.messages import EventType
 from netwatch.opscenter.store import Store, StoreError
@@ -42,6 +42,18 @@ def test_the_state_survives_a_restart(tmp_path: Path) -> None:
     history = again.history()
     assert [type(m).__name__ for m in history] == ["EventMessage", "StateMessage", "OnlineMessage"]
     assert history[1] == state(active="backup", at=later(1))
+    again.close()
+
+
+def test_the_last_drill_survives_a_restart_and_only_the_newest_is_kept(tmp_path: Path) -> None:
+    path = tmp_path / "db.sqlite3"
+    store = Store(path)
+    older, newer = drill(started=T0), drill(started=later(86400))
+    store.add(older, 0.0)
+    store.add(newer, 0.0)
+    store.close()
+    again = Store(path)
+    assert again.history() == [newer]
     again.close()
 
 

@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import subprocess
 import time
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import httpx
 import pytest
-from opscenter_data import event, later, metrics, online, state
+from opscenter_data import drill, event, hold, later, metrics, online, state
 from prometheus_client.parser import text_string_to_metric_families
 
 from netwatch.health.state import PathState
-from netwatch.messages import EventType, outcomes_json, utc_now
+from netwatch.messages import DrillStatus, EventType, outcomes_json, utc_now
+from netwatch.opscenter.drills import NextDrills
 from netwatch.opscenter.fleet import Fleet
 from netwatch.opscenter.metrics import ServiceMetrics
 from netwatch.opscenter.store import Store
@@ -49,9 +52,17 @@ class Clock:
         return self.now
 
 
+NEXT = datetime.fromisoformat("2026-12-08T17:00:00+00:00")  # a Wednesday, 02:00 JST
+
+
+def scheduled(topo: object, town: str, after: datetime) -> datetime | None:
+    return NEXT if town == "nishiki" else None
+
+
 @pytest.fixture
 def ctx(tmp_path: Path) -> Iterator[Context]:
     fleet = Fleet(TOPO, stale_after=20.0)
+    fleet.next_drills = NextDrills(TOPO, compute=scheduled)
     clock = Clock()
     store = Store(tmp_path / "db.sqlite3")
     c = Context(fleet, store, ServiceMetrics.create(fleet, clock=clock), Link(True), clock)
@@ -59,8 +70,10 @@ def ctx(tmp_path: Path) -> Iterator[Context]:
     store.close()
 
 
-def feed(ctx: Context, *msgs: object) -> None:
+def feed(ctx: Context, *msgs: object, town: str | None = None) -> None:
     for msg in msgs:
+        if town is not None:
+            msg = dataclasses.replace(msg, town=town)  # type: ignore[type-var]
         assert ctx.fleet.apply(msg, ctx.clock())  # type: ignore[arg-type]
         ctx.store.add(msg, ctx.clock())  # type: ignore[arg-type]
     asyncio.run(ctx.store.flush())
@@ -103,6 +116,50 @@ def test_a_stale_town_shows_unknown_and_keeps_what_it_said_last(ctx: Context) ->
     assert town["active_path"] is None
     assert {p["state"] for p in town["paths"].values()} == {"UNKNOWN"}
     assert town["last_known"]["active_path"] == "backup"
+
+
+def test_a_town_row_shows_its_hold_its_last_drill_and_the_next(ctx: Context) -> None:
+    now = utc_now()
+    held = hold(at=now - timedelta(minutes=10), hours=1.0)
+    last = drill(started=now - timedelta(days=1))
+    feed(ctx, online(at=now), state(active="backup", at=now, hold=held), last)
+    town = Client(ctx).get("/api/v1/towns/nishiki").json()
+    assert town["hold"]["path"] == "backup"
+    assert town["hold"]["reason"] == "LGWAN works"
+    assert 3000 - 5 < town["hold"]["remaining_s"] <= 3000
+    assert town["drill"] == {
+        "drill_id": last.drill_id,
+        "status": "passed",
+        "phase": "passed",
+        "started": last.to_dict()["started"],
+        "ended": last.to_dict()["ended"],
+        "fault": "lab",
+        "reason": "",
+        "outage_s": 0.4,
+        "failback_outage_s": 0.2,
+        "detection_s": 0.15,
+        "load_passed": True,
+        "report": "/var/lib/netwatch/drills/report.html",
+        "ts": last.to_dict()["ts"],
+        "previous": None,
+    }
+    assert town["next_drill"] == "2026-12-08T17:00:00.000Z"
+    other = Client(ctx).get("/api/v1/towns/tsuno").json()
+    assert (other["hold"], other["drill"], other["next_drill"]) == (None, None, None)
+
+
+def test_a_running_drill_shows_the_lock_and_the_last_result_until_the_lock_is_stale(
+    ctx: Context,
+) -> None:
+    now = utc_now()
+    last = drill(DrillStatus.FAILED, started=now - timedelta(days=7))
+    feed(ctx, last, drill(DrillStatus.RUNNING, started=now - timedelta(minutes=3)))
+    row = Client(ctx).get("/api/v1/towns/nishiki").json()["drill"]
+    assert (row["status"], row["phase"], row["ended"]) == ("running", "running", None)
+    assert row["previous"]["status"] == "failed"
+    feed(ctx, drill(DrillStatus.RUNNING, started=now - timedelta(hours=7)), town="tsuno")
+    stale = Client(ctx).get("/api/v1/towns/tsuno").json()["drill"]
+    assert (stale["status"], stale["phase"]) == ("running", "stale_lock")
 
 
 def test_an_unknown_town_is_a_404_naming_the_towns(ctx: Context) -> None:
@@ -199,6 +256,35 @@ def test_fleet_metrics_carry_probe_outcomes_and_route_events(ctx: Context) -> No
     assert m["netwatch_fleet_route_conflict"] == [({"town": "nishiki"}, 1.0)]
 
 
+def test_fleet_metrics_carry_drills_and_holds(ctx: Context) -> None:
+    now = utc_now()
+    held = hold(at=now, hours=1.0)
+    passed = drill(started=now - timedelta(days=30), outage=0.41, failback=None)
+    failed = drill(DrillStatus.FAILED, started=now - timedelta(days=1), outage=6.0)
+    feed(ctx, online(at=now), state(active="backup", at=now, hold=held), passed, failed)
+    feed(ctx, drill(DrillStatus.RUNNING, started=now - timedelta(minutes=1)))
+    m = families(Client(ctx).get("/metrics").text)
+
+    def of(name: str) -> dict[str, float]:
+        return {labels["town"]: value for labels, value in m.get(name, [])}
+
+    assert of("netwatch_fleet_held") == {"nishiki": 1.0}  # the others are unknown
+    assert of("netwatch_fleet_hold_expiry_timestamp_seconds") == {"nishiki": held.until.timestamp()}
+    # Towns that never drilled add no series.
+    assert of("netwatch_fleet_drill_running") == {"nishiki": 1.0}
+    # While one runs, the last finished drill's figures stay.
+    assert m["netwatch_fleet_drill_last_status"] == [({"town": "nishiki", "status": "failed"}, 1.0)]
+    assert of("netwatch_fleet_drill_last_timestamp_seconds") == {
+        "nishiki": failed.ended.timestamp()  # type: ignore[union-attr]
+    }
+    assert of("netwatch_fleet_drill_outage_seconds") == {"nishiki": 6.0}
+    assert of("netwatch_fleet_drill_failback_outage_seconds") == {"nishiki": 0.2}
+    assert of("netwatch_fleet_drill_last_success_timestamp_seconds") == {
+        "nishiki": passed.ended.timestamp()  # type: ignore[union-attr]
+    }
+    assert of("netwatch_fleet_drill_next_timestamp_seconds") == {"nishiki": NEXT.timestamp()}
+
+
 def test_a_stale_town_exports_no_figures_and_no_active_path(ctx: Context) -> None:
     on_backup(ctx)
     ctx.clock.now += 60  # type: ignore[attr-defined]
@@ -216,6 +302,7 @@ def test_fleet_metrics_pass_promtool(ctx: Context) -> None:
     counts = {("primary", "icmp", "ok"): 40}
     feed(ctx, metrics(at=utc_now(), probes={"outcomes": outcomes_json(counts)}))
     feed(ctx, event(EventType.ROUTE_CONFLICT, at=utc_now(), to="primary"))
+    feed(ctx, state(active="backup", at=utc_now(), hold=hold(at=utc_now())), drill())
     for path in ("/metrics", "/metrics/counters"):
         text = Client(ctx).get(path).text
         done = subprocess.run(

@@ -250,7 +250,7 @@ def _due(args: argparse.Namespace, topo: Topology) -> int:
         return EXIT[DrillStatus.PASSED]
     due = [c for c in checks if c.due]
     for check in checks:
-        print(f"{check.town} (schedule {check.schedule.index + 1}): {check.why}")
+        print(f"{check.town} (schedule {check.schedule.index}): {check.why}")
     if args.dry_run or not due:
         return EXIT[DrillStatus.PASSED]
     worst = 0
@@ -271,6 +271,6 @@ def _scheduled_fault(schedule: DrillSchedule, topo: Topology, town: str, lab: st
         return CommandFault(schedule.fault.command, schedule.fault.restore)
     if lab is None:
         raise UserError(
-            f"schedule {schedule.index + 1} cuts the primary in the lab, but no lab runs here"
+            f"schedule {schedule.index} cuts the primary in the lab, but no lab runs here"
         )
     return LabFault(topo, lab, town)

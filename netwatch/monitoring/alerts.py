@@ -34,6 +34,7 @@ def rules(topo: Topology, alerts: Alerts) -> dict[str, Any]:
     grafana = topo.opscenter.grafana.rstrip("/")
     town_url = f"{grafana}/d/{TOWN_UID}?var-town={{{{ $labels.town }}}}"
     fleet_url = f"{grafana}/d/{FLEET_UID}"
+    drills_url = f"{grafana}/d/{DRILLS_UID}?var-town={{{{ $labels.town }}}}"
     route = prom_duration(alerts.route_event_window)
 
     def rule(
@@ -139,6 +140,40 @@ def rules(topo: Topology, alerts: Alerts) -> dict[str, Any]:
             "A town's agent could not change its routes.",
             f"{{{{ $labels.town }}}}: a route change failed within the last {route} (the agent "
             "retries with back-off); the kernel may not carry the path the agent chose.",
+        ),
+        rule(
+            "TownHeld",
+            # The value is the hold's expiry, for the description.
+            "netwatch_fleet_hold_expiry_timestamp_seconds and on (town) netwatch_fleet_held == 1",
+            "info",
+            "A town is held on one path by a maintenance hold.",
+            "{{ $labels.town }} has been held on one path by an operator for more than "
+            f"{prom_duration(alerts.held_for)}, until {{{{ $value | humanizeTimestamp }}}}; it does "
+            "not fail over or back while held. Release the hold when the work is done.",
+            wait=alerts.held_for,
+        ),
+        rule(
+            "DrillFailed",
+            q.selector("netwatch_fleet_drill_last_status", status="=~failed|aborted")
+            + " == 1 and on (town) time() - netwatch_fleet_drill_last_timestamp_seconds < "
+            + f"{alerts.drill_failed_window:.0f}",
+            "warning",
+            "A town's last failover drill failed.",
+            "{{ $labels.town }}: the last failover drill {{ $labels.status }} within the last "
+            f"{prom_duration(alerts.drill_failed_window)}; the failover it tested may not work. "
+            "Read its report.",
+            url=drills_url,
+        ),
+        rule(
+            "NoRecentDrill",
+            "time() - netwatch_fleet_drill_last_success_timestamp_seconds > "
+            + f"{alerts.no_recent_drill_after:.0f}",
+            "warning",
+            "A town has had no passing failover drill for too long.",
+            "{{ $labels.town }}: the last failover drill that passed ended "
+            "{{ $value | humanizeDuration }} ago (the line is "
+            f"{alerts.no_recent_drill_after / 86400:g} days); nobody knows its failover still works.",
+            url=drills_url,
         ),
     ]
     service_rules = [

@@ -9,8 +9,10 @@ order with their Japanese names:
 - the fleet overview: one row per town (repeated over `town`) and the
   state timelines of every town's status and active path;
 - one town in detail: each path's state, RTT, loss, jitter and probe
-  outcomes, failovers as annotations;
-- drills and acceptance: loadprobe's live metrics and verdicts.
+  outcomes, whether a maintenance hold keeps it on one path, failovers as
+  annotations;
+- drills and acceptance: the town's failover drills (last result, outages,
+  last success, next, running), loadprobe's live metrics and verdicts.
 
 Panels read the operations center's fleet endpoint (`netwatch_fleet_*`)
 and loadprobe (`loadprobe_*`): never a town's agent, which sits behind the
@@ -80,6 +82,9 @@ PATH_STATE_MAPPINGS = _mappings(
 STATUS_MAPPINGS = _mappings({s.value: code for s, code in q.STATUS_CODES.items()})
 ONLINE_MAPPINGS = _mappings({"offline": (0, "red"), "online": (1, "green")})
 VERDICT_MAPPINGS = _mappings({"FAIL": (0, "red"), "PASS": (1, "green")})
+DRILL_STATUS_MAPPINGS = _mappings({s.value: code for s, code in q.DRILL_STATUS_CODES.items()})
+RUNNING_MAPPINGS = _mappings({"idle": (0, q.GREY), "running": (1, "blue")})
+HELD_MAPPINGS = _mappings({"not held": (0, "green"), "held": (1, "orange")})
 
 
 def _path_mappings(topo: Topology) -> list[model.ValueMapping]:
@@ -371,6 +376,11 @@ def _failovers_stat(town: str, *, width: int) -> stat.Panel:
     )
 
 
+def _outage_steps() -> ThresholdsConfig:
+    """A failover's outage, in a failover or a drill: sub-second is the aim."""
+    return _steps((None, "green"), (1, "orange"), (5, "red"))
+
+
 def _loss_steps(topo: Topology) -> ThresholdsConfig:
     """The default policy's lines: DEGRADED beyond `degraded`, failing beyond `fail`."""
     policy = topo.policy.profiles[topo.policy.default]
@@ -408,7 +418,19 @@ def town_detail(topo: Topology) -> Dashboard:
     d = d.with_row(Row("Now"))
     d = d.with_panel(_status_stat(one, width=4))
     d = d.with_panel(_path_in_use_stat(topo, one, width=4))
-    d = d.with_panel(_on_backup_stat(one, width=4))
+    d = d.with_panel(_on_backup_stat(one, width=3))
+    d = d.with_panel(
+        _stat(
+            "Hold",
+            "held: an operator's maintenance hold keeps the town on one path (no failover "
+            "or failback) until it expires or is released; the status page shows which "
+            "and why (No data: unknown or offline)",
+            "none",
+            _target(q.selector("netwatch_fleet_held", town=one), instant=True),
+            width=3,
+            mappings=HELD_MAPPINGS,
+        )
+    )
     d = d.with_panel(
         _stat(
             "Last failover outage",
@@ -422,17 +444,17 @@ def town_detail(topo: Topology) -> Dashboard:
             ),
             width=4,
             mappings=_mappings({"none": (0, q.GREY)}),
-            thresholds=_steps((None, "green"), (1, "orange"), (5, "red")),
+            thresholds=_outage_steps(),
         )
     )
-    d = d.with_panel(_failovers_stat(one, width=4))
+    d = d.with_panel(_failovers_stat(one, width=3))
     d = d.with_panel(
         _stat(
             "Last message",
             "seconds since the town's last message reached the operations center",
             "s",
             _target(q.selector("netwatch_fleet_last_message_age_seconds", town=one), instant=True),
-            width=4,
+            width=3,
             thresholds=_steps((None, "green"), (10, "orange"), (60, "red")),
         )
     )
@@ -515,11 +537,14 @@ def drills(topo: Topology) -> Dashboard:
     d = _dashboard(
         DRILLS_UID,
         "netwatch / Drills and acceptance",
-        "The 10-terminal acceptance test (loadprobe) while it runs, and its verdicts: "
-        "transaction times, failures, terminals, degradation against the baseline.",
+        "The town's failover drills (netwatch drill): the last result, its outages, the "
+        "last success, the next scheduled; and the 10-terminal acceptance test (loadprobe) "
+        "while it runs, and its verdicts: transaction times, failures, terminals, "
+        "degradation against the baseline.",
         topo,
         multi=False,
     )
+    d = _drill_panels(topo, d.with_row(Row("Failover drills (netwatch drill)")), one)
     d = d.with_row(Row("Acceptance test (loadprobe)"))
     d = d.with_panel(
         _stat(
@@ -607,6 +632,99 @@ def drills(topo: Topology) -> Dashboard:
         )
     )
     return d
+
+
+def _drill_panels(topo: Topology, d: Dashboard, town: str) -> Dashboard:
+    lines = topo.drills.defaults.thresholds  # a schedule may override them for its towns
+
+    def last(metric: str) -> prom.Dataquery:
+        return _target(q.selector(metric, town=town), instant=True)
+
+    d = d.with_panel(
+        _stat(
+            "Last drill",
+            "the last finished drill's result: passed, failed (a measurement or the load "
+            "test missed its line), aborted (a stop condition; rolled back) or refused (the "
+            "precheck said no, nothing touched)",
+            "none",
+            _target(q.drill_status("town", town=town), instant=True),
+            width=4,
+            mappings=DRILL_STATUS_MAPPINGS,
+            no_value="no drill",
+        )
+    )
+    d = d.with_panel(
+        _stat(
+            "Drill running",
+            "running while a drill holds the town's lock (a lock older than the operations "
+            "center believes shows on its status page as stale, not here)",
+            "none",
+            last("netwatch_fleet_drill_running"),
+            width=3,
+            mappings=RUNNING_MAPPINGS,
+        )
+    )
+    for title, metric, what, line, key in (
+        (
+            "Drill outage",
+            "netwatch_fleet_drill_outage_seconds",
+            "the failover",
+            lines.max_outage,
+            "max_outage",
+        ),
+        (
+            "Drill failback outage",
+            "netwatch_fleet_drill_failback_outage_seconds",
+            "the failback",
+            lines.max_failback_outage,
+            "max_failback_outage",
+        ),
+    ):
+        d = d.with_panel(
+            _stat(
+                title,
+                f"the last finished drill's longest gap of traffic on the data plane at {what}; "
+                f"red beyond the drills' {key} ({line:g} s)",
+                "s",
+                last(metric),
+                width=4,
+                thresholds=_steps((None, "green"), (line, "red")),
+                no_value="not measured",
+            )
+        )
+    d = d.with_panel(
+        _stat(
+            "Since the last passing drill",
+            "time since the last drill that passed ended; the NetwatchNoRecentDrill alert "
+            f"fires past {topo.alerts.no_recent_drill_after / 86400:g} days",
+            "dtdurations",
+            _target(
+                "time() - "
+                + q.selector("netwatch_fleet_drill_last_success_timestamp_seconds", town=town),
+                instant=True,
+            ),
+            width=5,
+            thresholds=_steps(
+                (None, "green"),
+                (topo.alerts.no_recent_drill_after / 2, "orange"),
+                (topo.alerts.no_recent_drill_after, "red"),
+            ),
+            no_value="never passed",
+        )
+    )
+    return d.with_panel(
+        _stat(
+            "Next drill",
+            "when the town's next drill is scheduled (topology.yaml's drills)",
+            "dateTimeAsIso",
+            _target(
+                q.selector("netwatch_fleet_drill_next_timestamp_seconds", town=town) + " * 1000",
+                instant=True,
+            ),
+            width=4,
+            no_value="not scheduled",
+        )
+    )
 
 
 def _per_transaction_rate(counter: str, town: str) -> str:

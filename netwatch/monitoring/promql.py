@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from netwatch.health.state import PathState
+from netwatch.messages import DrillStatus
 from netwatch.opscenter.fleet import Status
 from netwatch.topology import Topology
 
@@ -32,6 +33,14 @@ STATUS_CODES: Mapping[Status, tuple[int, str]] = {
     Status.ALL_DOWN: (4, "red"),
     Status.UNKNOWN: (5, GREY),
     Status.OFFLINE: (6, "purple"),
+}
+# A finished drill's status (`netwatch_fleet_drill_last_status`; running is
+# `netwatch_fleet_drill_running`, never a last status).
+DRILL_STATUS_CODES: Mapping[DrillStatus, tuple[int, str]] = {
+    DrillStatus.PASSED: (1, "green"),
+    DrillStatus.FAILED: (2, "red"),
+    DrillStatus.ABORTED: (3, "orange"),
+    DrillStatus.REFUSED: (4, "yellow"),
 }
 PATH_COLOURS = ("green", "orange", "red", "purple")  # by preference: primary first
 
@@ -78,6 +87,11 @@ def path_state(by: str, **labels: str) -> str:
 def town_status(by: str, **labels: str) -> str:
     codes = {s.value: code for s, (code, _) in STATUS_CODES.items()}
     return coded("netwatch_fleet_town_status", "status", codes, by, **labels)
+
+
+def drill_status(by: str, **labels: str) -> str:
+    codes = {s.value: code for s, (code, _) in DRILL_STATUS_CODES.items()}
+    return coded("netwatch_fleet_drill_last_status", "status", codes, by, **labels)
 
 
 def active_path(topo: Topology, by: str, **labels: str) -> str:

@@ -15,7 +15,14 @@ What a town *is* at a moment is `TownView.status(now)`, in this order:
 Timestamps are the agents' (UTC, from the payloads) except `last_heard`,
 which is when this service received the town's last message (epoch
 seconds on this host's clock): staleness does not trust a town's clock,
-except to age a retained message the broker kept for it.
+except to age a retained message the broker kept for it.  Drills are
+published by `netwatch drill`, not by the town's agent: their messages
+say nothing of the agent's health and do not count as hearing from it.
+
+Beside the status, a town shows its maintenance hold (from its state) and
+its drills (`netwatch.opscenter.drills`): the last drill message (the
+retained topic: the running drill, the lock, or the last outcome), the
+last finished drill, and when the last drill passed.
 """
 
 from __future__ import annotations
@@ -29,14 +36,17 @@ from datetime import datetime
 from netwatch.health.state import PathState
 from netwatch.messages import (
     DrillMessage,
+    DrillStatus,
     EventMessage,
     EventType,
+    HoldStatus,
     Message,
     MetricsMessage,
     OnlineMessage,
     PathSummary,
     StateMessage,
 )
+from netwatch.opscenter import drills
 from netwatch.topology import Topology, Town
 
 DEFAULT_STALE_AFTER_S = 20.0  # agents republish their state at least every 5 s
@@ -88,6 +98,8 @@ ROUTE_EVENTS = frozenset(
     {EventType.ROUTE_REINSTALLED, EventType.ROUTE_CONFLICT, EventType.ROUTE_ERROR}
 )
 COUNTED_FROM_ZERO = (EventType.ROUTE_REINSTALLED, EventType.ROUTE_ERROR)  # the alerts' counters
+# Sent by `netwatch drill` or `netwatch acceptance`, not by the agent.
+NOT_FROM_THE_AGENT = frozenset({EventType.DRILL_STARTED, EventType.DRILL_RESULT})
 
 
 @dataclass(frozen=True)
@@ -118,9 +130,11 @@ class TownView:
     route_events: dict[str, int] = field(default_factory=dict)  # by event type (ROUTE_EVENTS)
     route_conflict: bool | None = None  # None: never reported
     probe_summary: MetricsMessage | None = None  # the last, read at scrape time
-    drill: EventMessage | None = None
-    last_drill: DrillMessage | None = None  # the retained `drill` topic: running or last
-    acceptance: EventMessage | None = None
+    hold: HoldStatus | None = None  # from the last state
+    drill: DrillMessage | None = None  # the drill topic's newest: running, or the last outcome
+    finished_drill: DrillMessage | None = None  # the last drill that ended, kept while one runs
+    drill_passed_at: datetime | None = None  # when the last passing drill ended
+    acceptance: EventMessage | None = None  # the last acceptance campaign's drill_result
     version: int = 0  # bumped on every change, for live updates
     _probes: tuple[MetricsMessage | None, dict[tuple[str, str, str], float]] = field(
         default_factory=lambda: (None, {})
@@ -171,6 +185,9 @@ class TownView:
             return Status.DEGRADED
         return Status.OK
 
+    def drill_phase(self, now_wall: datetime) -> drills.DrillPhase | None:
+        return None if self.drill is None else drills.phase(self.drill, now_wall)
+
     def on_backup_s(self, now_wall: datetime) -> float | None:
         if self.backup_since is None:
             return None
@@ -203,6 +220,7 @@ class Fleet:
 
     def __init__(self, topo: Topology, *, stale_after: float = DEFAULT_STALE_AFTER_S) -> None:
         self.stale_after = stale_after
+        self.next_drills = drills.NextDrills(topo)
         ordered = sorted(topo.towns, key=lambda t: (t.cutover_week, t.id))
         self.towns: dict[str, TownView] = {t.id: TownView(t) for t in ordered}
         self.version = 0
@@ -216,8 +234,9 @@ class Fleet:
         message is as fresh as its own timestamp, not its delivery: after a
         restart, a dead agent's last state must not look alive."""
         view = self.towns[message.town]
-        heard = min(received, message.ts.timestamp()) if retained else received
-        view.last_heard = max(view.last_heard or heard, heard)
+        if _from_the_agent(message):
+            heard = min(received, message.ts.timestamp()) if retained else received
+            view.last_heard = max(view.last_heard or heard, heard)
         if isinstance(message, StateMessage):
             changed = self._state(view, message)
         elif isinstance(message, EventMessage):
@@ -226,8 +245,7 @@ class Fleet:
             changed = view.online != message.online
             view.online = message.online
         elif isinstance(message, DrillMessage):
-            changed = view.last_drill != message
-            view.last_drill = message
+            changed = self._drill(view, message)
         else:
             changed = self._metrics(view, message)
         if changed:
@@ -253,6 +271,7 @@ class Fleet:
         view.active_path = message.active_path
         view.all_down = message.all_down
         view.route_backend = message.route_backend
+        view.hold = message.hold
         view.paths = {
             name: PathView.of(status, damped=status.damped, since=status.since)
             for name, status in message.paths.items()
@@ -300,11 +319,18 @@ class Fleet:
                 view.route_conflict = True
         elif message.event is EventType.ROUTE_CONFLICT_CLEARED:
             view.route_conflict = False
-        elif message.event is EventType.DRILL_RESULT:
-            if details.get("kind") == "acceptance":
-                view.acceptance = message
-            else:
-                view.drill = message
+        elif message.event is EventType.DRILL_RESULT and details.get("kind") == "acceptance":
+            view.acceptance = message  # a drill's own result is its drill message
+        return True
+
+    def _drill(self, view: TownView, message: DrillMessage) -> bool:
+        if not drills.newer(message, view.drill):
+            return False  # redelivered, or an older drill's message arriving late
+        view.drill = message
+        if message.status is not DrillStatus.RUNNING:
+            view.finished_drill = message
+            if message.status is DrillStatus.PASSED:
+                view.drill_passed_at = drills.ended_at(message)
         return True
 
     def _metrics(self, view: TownView, message: MetricsMessage) -> bool:
@@ -318,3 +344,9 @@ class Fleet:
             )
         view.probe_summary = message
         return True
+
+
+def _from_the_agent(message: Message) -> bool:
+    if isinstance(message, DrillMessage):
+        return False
+    return not (isinstance(message, EventMessage) and message.event in NOT_FROM_THE_AGENT)

@@ -5,7 +5,7 @@ The checks, in order (the first that fails names the reason):
 
     too_large       payload over the size limit (not even decoded)
     empty           a zero-length payload (a retained message being cleared)
-    bad_topic       not netwatch/v1/<town>/<state|events|metrics|online>
+    bad_topic       not netwatch/v1/<town>/<state|events|metrics|online|drill>
     unknown_town    the topic's town is not in the topology
     malformed_json  not UTF-8 JSON
     schema          no `schema`, or a version this service does not speak

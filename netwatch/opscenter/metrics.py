@@ -7,10 +7,18 @@ outcomes) are served apart, at `/metrics/counters` (`_CounterCollector`).
 A town that is stale or offline exports no path figures and no active
 path: a dashboard must show it as unknown, not as its last good state.
 
-`town_status`, `path_state` and `active_path` carry one series each, the
-current status, state or path with the value 1 (select with `== 1`): all
-six statuses, four states and both paths of 1,741 towns would be 26,000
-series of zeros, and a scrape twice as slow.
+`town_status`, `path_state`, `active_path` and `drill_last_status` carry
+one series each, the current status, state or path with the value 1
+(select with `== 1`): all six statuses, four states and both paths of
+1,741 towns would be 26,000 series of zeros, and a scrape twice as slow.
+
+Drills (`drill_*`): the last *finished* drill's result (kept while another
+runs), whether one runs now (a stale lock does not count), and the next
+scheduled one (`Fleet.next_drills`: each schedule read once a minute).
+A town that never drilled adds no drill series but its next drill: at
+1,741 towns every series costs the scrape about 13 µs.
+A maintenance hold (`held`, `hold_expiry_timestamp_seconds`) is the
+town's current state: like its active path, not exported while unknown.
 """
 
 from __future__ import annotations
@@ -25,6 +33,8 @@ from prometheus_client.registry import Collector
 
 from netwatch.health.state import PathState
 from netwatch.messages import utc_now
+from netwatch.opscenter import drills
+from netwatch.opscenter.drills import DrillPhase
 from netwatch.opscenter.fleet import Fleet, Status
 from netwatch.opscenter.ingest import Reason
 
@@ -88,6 +98,51 @@ class _FleetCollector(Collector):
             "(only for towns that ever reported one)",
             labels=town_l,
         )
+        held = g(
+            "netwatch_fleet_held",
+            "1 while an operator's maintenance hold keeps the town on one path",
+            labels=town_l,
+        )
+        hold_expiry = g(
+            "netwatch_fleet_hold_expiry_timestamp_seconds",
+            "when the town's maintenance hold expires (epoch seconds)",
+            labels=town_l,
+        )
+        drill_ended = g(
+            "netwatch_fleet_drill_last_timestamp_seconds",
+            "when the town's last finished failover drill ended (epoch seconds)",
+            labels=town_l,
+        )
+        drill_status = g(
+            "netwatch_fleet_drill_last_status",
+            "1, labelled with the last finished drill's status (passed, failed, aborted, refused)",
+            labels=[*town_l, "status"],
+        )
+        drill_success = g(
+            "netwatch_fleet_drill_last_success_timestamp_seconds",
+            "when the town's last passing failover drill ended (epoch seconds)",
+            labels=town_l,
+        )
+        drill_outage = g(
+            "netwatch_fleet_drill_outage_seconds",
+            "the last finished drill's outage on the data plane (failover)",
+            labels=town_l,
+        )
+        drill_failback = g(
+            "netwatch_fleet_drill_failback_outage_seconds",
+            "the last finished drill's outage on the data plane at the failback",
+            labels=town_l,
+        )
+        drill_running = g(
+            "netwatch_fleet_drill_running",
+            "1 while a failover drill runs on the town (a stale lock does not count)",
+            labels=town_l,
+        )
+        drill_next = g(
+            "netwatch_fleet_drill_next_timestamp_seconds",
+            "when the town's next scheduled failover drill starts (epoch seconds)",
+            labels=town_l,
+        )
         towns = g("netwatch_fleet_towns", "towns by status", labels=["status"])
         counts = dict.fromkeys(Status, 0)
         for view in fleet:
@@ -107,6 +162,26 @@ class _FleetCollector(Collector):
             all_down.add_metric([t], 1.0 if known and view.all_down else 0.0)
             on_backup = view.on_backup_s(wall) if known else None
             backup.add_metric([t], on_backup or 0.0)
+            if known:
+                held.add_metric([t], 0.0 if view.hold is None else 1.0)
+                if view.hold is not None:
+                    hold_expiry.add_metric([t], view.hold.until.timestamp())
+            done = view.finished_drill
+            if done is not None:
+                drill_ended.add_metric([t], drills.ended_at(done).timestamp())
+                drill_status.add_metric([t, done.status.value], 1.0)
+                if done.outage_s is not None:
+                    drill_outage.add_metric([t], done.outage_s)
+                if done.failback_outage_s is not None:
+                    drill_failback.add_metric([t], done.failback_outage_s)
+            if view.drill_passed_at is not None:
+                drill_success.add_metric([t], view.drill_passed_at.timestamp())
+            if view.drill is not None:  # a town that never drilled adds no series
+                running = view.drill_phase(wall) is DrillPhase.RUNNING
+                drill_running.add_metric([t], 1.0 if running else 0.0)
+            next_drill = fleet.next_drills.of(t, wall)
+            if next_drill is not None:
+                drill_next.add_metric([t], next_drill.timestamp())
             for path in view.town.paths:
                 name = path.name
                 p = view.paths.get(name) if known else None
@@ -140,6 +215,15 @@ class _FleetCollector(Collector):
             backup,
             all_down,
             conflict,
+            held,
+            hold_expiry,
+            drill_ended,
+            drill_status,
+            drill_success,
+            drill_outage,
+            drill_failback,
+            drill_running,
+            drill_next,
             towns,
         )
 

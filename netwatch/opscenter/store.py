@@ -1,8 +1,9 @@
 """The operations center's memory: SQLite in WAL mode, one writer thread.
 
     events   every event once (its uuid is the key: delivery is at least once)
-    latest   each town's last `state` and `online` payload, for a restart
-             while the broker is unreachable
+    latest   each town's last `state`, `online` and `drill` payload, for a
+             restart while the broker is unreachable (the drill's outcome
+             stays shown, as the broker's retained copy would show it)
     samples  each path's loss and RTT, one row per town per `sample_every_s`,
              for the status page's charts
 
@@ -30,7 +31,14 @@ from typing import Any
 
 from netwatch import messages
 from netwatch.errors import UserError
-from netwatch.messages import EventMessage, Message, MetricsMessage, OnlineMessage, StateMessage
+from netwatch.messages import (
+    DrillMessage,
+    EventMessage,
+    Message,
+    MetricsMessage,
+    OnlineMessage,
+    StateMessage,
+)
 
 SCHEMA_VERSION = 1
 FLUSH_S = 0.5
@@ -159,7 +167,7 @@ class Store:
                     text(),
                 )
             )
-        elif isinstance(message, StateMessage | OnlineMessage):
+        elif isinstance(message, StateMessage | OnlineMessage | DrillMessage):
             pending.latest[(message.town, message.KIND.value)] = text()
         elif isinstance(message, MetricsMessage):
             last = self._last_sample.get(message.town)
@@ -233,7 +241,7 @@ class Store:
 
     def history(self) -> list[Message]:
         """What the fleet is rebuilt from at start: events oldest first, then
-        each town's last state and online message."""
+        each town's last state, online and drill message."""
         db = self._write
         try:
             rows = list(db.execute("SELECT town, 'event', payload FROM events ORDER BY ts, id"))

@@ -30,7 +30,8 @@ from fastapi.responses import HTMLResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from netwatch.messages import EventType, format_ts, utc_now
+from netwatch.messages import EventType, HoldStatus, format_ts, utc_now
+from netwatch.opscenter import drills
 from netwatch.opscenter.fleet import Fleet, Status, TownView
 from netwatch.opscenter.metrics import ServiceMetrics
 from netwatch.opscenter.store import Store
@@ -61,8 +62,11 @@ class Context:
 
 def town_row(view: TownView, ctx: Context) -> dict[str, Any]:
     """One town as the page and the API show it.  When the town is unknown or
-    offline, `active_path` is null and every path's state UNKNOWN; what it
-    said last stays under `last_known`."""
+    offline, `active_path` and `hold` are null and every path's state
+    UNKNOWN; what it said last stays under `last_known`.  `drill` is the
+    town's last drill (or the one running), `next_drill` when the
+    topology's schedule runs the next, `hold` an operator's maintenance
+    hold (`remaining_s` until it expires)."""
     now, wall = ctx.clock(), utc_now()
     status = view.status(now, ctx.fleet.stale_after)
     known = status not in (Status.UNKNOWN, Status.OFFLINE)
@@ -108,15 +112,70 @@ def town_row(view: TownView, ctx: Context) -> dict[str, Any]:
             "outage_s": last.outage_s,
         },
         "failovers_total": sum(view.failovers.values()),
-        "drill": view.drill.to_dict() if view.drill else None,
+        "hold": _hold(view.hold, wall) if known else None,
+        "drill": _drill(view, wall),
+        "next_drill": _ts(ctx.fleet.next_drills.of(view.id, wall)),
         "acceptance": view.acceptance.to_dict() if view.acceptance else None,
         "last_known": {
             "at": format_ts(view.state_ts) if view.state_ts else None,
             "active_path": view.active_path,
             "route_backend": view.route_backend,
+            "hold": _hold(view.hold, wall),
         },
         "version": view.version,
     }
+
+
+def _ts(when: datetime | None) -> str | None:
+    return None if when is None else format_ts(when)
+
+
+def _hold(hold: HoldStatus | None, wall: datetime) -> dict[str, Any] | None:
+    if hold is None:
+        return None
+    return {
+        "path": hold.path,
+        "reason": hold.reason,
+        "by": hold.by,
+        "since": format_ts(hold.since),
+        "until": format_ts(hold.until),
+        "remaining_s": max(0.0, round((hold.until - wall).total_seconds(), 3)),
+    }
+
+
+def _drill(view: TownView, wall: datetime) -> dict[str, Any] | None:
+    """The drill topic's newest message; `phase` is its status, or
+    stale_lock for a running drill too old to believe.  While one runs,
+    `previous` is the last that ended."""
+    drill, phase = view.drill, view.drill_phase(wall)
+    if drill is None or phase is None:
+        return None
+    out: dict[str, Any] = {
+        "drill_id": drill.drill_id,
+        "status": drill.status.value,
+        "phase": phase.value,
+        "started": format_ts(drill.started),
+        "ended": _ts(drill.ended),
+        "fault": drill.fault,
+        "reason": drill.reason,
+        "outage_s": drill.outage_s,
+        "failback_outage_s": drill.failback_outage_s,
+        "detection_s": drill.detection_s,
+        "load_passed": drill.load_passed,
+        "report": drill.report,
+        "ts": format_ts(drill.ts),
+    }
+    previous = view.finished_drill
+    if previous is not None and previous is not drill:
+        out["previous"] = {
+            "drill_id": previous.drill_id,
+            "status": previous.status.value,
+            "ended": format_ts(drills.ended_at(previous)),
+            "outage_s": previous.outage_s,
+        }
+    else:
+        out["previous"] = None
+    return out
 
 
 def broker_json(ctx: Context) -> dict[str, Any]:

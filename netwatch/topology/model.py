@@ -213,6 +213,9 @@ class Alerts(Model):
     route_event_window: Annotated[Duration, Field(gt=0)] = 900.0  # a reinstalled route shows
     opscenter_down_for: Annotated[Duration, Field(ge=0)] = 60.0
     acceptance_window: Annotated[Duration, Field(gt=0)] = 21600.0  # a failed verdict shows
+    held_for: Annotated[Duration, Field(gt=0)] = 3600.0  # a hold this long gets a reminder
+    drill_failed_window: Annotated[Duration, Field(gt=0)] = 21600.0  # a failed drill shows
+    no_recent_drill_after: Annotated[Duration, Field(gt=0)] = 100 * 86400.0
 
 
 # --- failover drills ----------------------------------------------------------

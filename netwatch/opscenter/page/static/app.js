@@ -6,6 +6,10 @@ const netwatch = (() => {
     ok: "正常 OK", degraded: "劣化 degraded", backup: "予備回線 on backup",
     all_down: "全断 all down", unknown: "不明 unknown", offline: "オフライン offline",
   };
+  const DRILL = {
+    running: "訓練中 drill running", stale_lock: "古いロック stale lock", passed: "合格 passed",
+    failed: "不合格 failed", aborted: "中止 aborted", refused: "拒否 refused",
+  };
   const towns = new Map();
   let staleAfter = 20, broker = { connected: true };
 
@@ -25,6 +29,9 @@ const netwatch = (() => {
   };
   const since = (iso) => iso == null ? null : (Date.now() - Date.parse(iso)) / 1000;
   const local = (iso) => iso == null ? "–" : new Date(iso).toLocaleString("ja-JP", { hour12: false });
+  const hhmm = (iso) => new Date(iso).toLocaleTimeString("ja-JP", { hour: "2-digit", minute: "2-digit", hour12: false });
+  // "Tue 02:00": a weekly schedule reads best by its weekday.
+  const weekday = (iso) => new Date(iso).toLocaleString("en-GB", { weekday: "short", hour: "2-digit", minute: "2-digit", hour12: false }).replace(",", "");
   const badge = (status) => el("span", { class: `status ${status}`, "data-status": status }, STATUS[status] || status);
   const pathCell = (p) => p == null ? el("td", {}, "–") : el("td", {},
     el("span", { class: `state-${p.state}` }, p.state), el("br"),
@@ -47,6 +54,23 @@ const netwatch = (() => {
     banner.textContent = bad.map((t) => `${t.name} ${t.name_en}: ${STATUS[t.status]}`).join(" · ");
   }
 
+  // A maintenance hold: the agent keeps the town on one path until it expires.
+  const holdBadge = (h) => h == null ? "" : el("span", { class: "hold", "data-hold": h.path, title: `by ${h.by} since ${local(h.since)}` },
+    `保守固定 held on ${h.path} until ${hhmm(h.until)}${h.reason ? ` (${h.reason})` : ""}`);
+  const drillBadge = (d) => el("span", { class: `drill ${d.phase}`, "data-drill": d.phase }, DRILL[d.phase] || d.phase);
+  const outcome = (d) => `${local(d.ended ?? d.started)}; outage ${ms(d.outage_s)}`;
+  function drillCell(t) {
+    const d = t.drill, kids = [];
+    if (d == null) kids.push(el("span", { class: "muted" }, "no drill yet"));
+    else if (d.phase === "running" || d.phase === "stale_lock") {
+      kids.push(drillBadge(d), ` since ${local(d.started)}`, el("br"),
+        el("span", { class: "muted lock" }, `lock: ${d.drill_id.slice(0, 8)} (${d.fault})${d.phase === "stale_lock" ? " — no word for hours: check the drill's host" : ""}`));
+      if (d.previous) kids.push(el("br"), el("span", { class: "muted" }, `last: ${DRILL[d.previous.status] || d.previous.status} ${outcome(d.previous)}`));
+    } else kids.push(drillBadge(d), " ", outcome(d), d.reason ? el("span", { class: "muted" }, ` (${d.reason})`) : "");
+    kids.push(el("br"), el("span", { class: "muted next-drill" }, t.next_drill ? `next: ${weekday(t.next_drill)}` : "next: not scheduled"));
+    return el("td", { class: "drill-cell", "data-drill": d ? d.phase : "" }, ...kids);
+  }
+
   function row(t) {
     const primary = Object.entries(t.paths).find(([, p]) => p.role === "primary");
     const backup = Object.entries(t.paths).find(([, p]) => p.role === "backup");
@@ -54,12 +78,13 @@ const netwatch = (() => {
     const onBackup = t.backup_since ? el("span", { "data-backup-since": t.backup_since }, dur(since(t.backup_since))) : "–";
     return el("tr", { id: `town-${t.id}`, class: t.alarm ? "alarm" : "", "data-status": t.status, "data-active": t.active_path ?? "" },
       el("td", {}, el("a", { href: `/towns/${t.id}` }, t.name), " ", el("span", { class: "en" }, t.name_en)),
-      el("td", {}, badge(t.status), t.stale && t.status !== "unknown" ? el("span", { class: "muted" }, " stale") : ""),
+      el("td", {}, badge(t.status), t.stale && t.status !== "unknown" ? el("span", { class: "muted" }, " stale") : "", t.hold ? el("br") : "", holdBadge(t.hold)),
       el("td", { class: "active" }, t.active_path ?? "–"),
       pathCell(primary && primary[1]),
       pathCell(backup && backup[1]),
       el("td", {}, onBackup),
-      el("td", {}, last ? `${local(last.at)} ${last.from ?? "–"} → ${last.to} (${last.kind}; outage ${ms(last.outage_s)})` : "–"));
+      el("td", {}, last ? `${local(last.at)} ${last.from ?? "–"} → ${last.to} (${last.kind}; outage ${ms(last.outage_s)})` : "–"),
+      drillCell(t));
   }
 
   function renderFleet() {
@@ -127,6 +152,27 @@ const netwatch = (() => {
     target.replaceChildren(svg);
   }
 
+  // The town's last drill in full: what the drill's report says in brief.
+  function drillDetails(t) {
+    const d = t.drill;
+    const next = el("p", { class: "muted next-drill" }, t.next_drill ? `next: ${weekday(t.next_drill)} (${local(t.next_drill)})` : "next: not scheduled");
+    if (d == null) return el("div", {}, el("p", { class: "muted" }, "no drill yet"), next);
+    const yes = (b) => b == null ? "–" : b ? "passed" : "failed";
+    const item = (k, v) => [el("dt", {}, k), el("dd", {}, v)];
+    return el("div", {}, el("dl", { class: "summary", id: "drill-details", "data-drill": d.phase },
+      ...item("結果 Result", drillBadge(d)),
+      ...(d.reason ? item("理由 Reason", d.reason) : []),
+      ...item("開始 Started", local(d.started)),
+      ...item("終了 Ended", local(d.ended)),
+      ...item("障害 Fault", d.fault),
+      ...item("切替の断 Outage", ms(d.outage_s)),
+      ...item("切戻しの断 Failback outage", ms(d.failback_outage_s)),
+      ...item("検知 Detection", ms(d.detection_s)),
+      ...item("負荷試験 Load test", yes(d.load_passed)),
+      ...item("報告書 Report", d.report ?? "–"),
+      ...item("ID", d.drill_id)), next);
+  }
+
   async function townPage() {
     const id = location.pathname.split("/").pop();
     const colors = ["#1565c0", "#ef6c00", "#6a1b9a", "#2e7d32"];
@@ -134,13 +180,14 @@ const netwatch = (() => {
       document.getElementById("town-name").textContent = `${t.name} ${t.name_en}`;
       document.title = `${t.name} — netwatch`;
       const dl = el("dl", { class: "summary", id: "town", "data-status": t.status, "data-active": t.active_path ?? "" },
-        el("dt", {}, "状態 Status"), el("dd", {}, badge(t.status)),
+        el("dt", {}, "状態 Status"), el("dd", {}, badge(t.status), t.hold ? " " : "", holdBadge(t.hold)),
         el("dt", {}, "使用中の経路 Path in use"), el("dd", { class: "active" }, t.active_path ?? "–"),
         ...Object.entries(t.paths).flatMap(([name, p]) => [el("dt", {}, `${name} (${p.role})`), el("dd", {}, el("span", { class: `state-${p.state}` }, p.state), ` · loss ${pct(p.loss_ratio)} · RTT ${ms(p.rtt_p50_s)} / ${ms(p.rtt_p95_s)}`)]),
         el("dt", {}, "予備回線の時間 On backup"), el("dd", {}, t.backup_since ? el("span", { "data-backup-since": t.backup_since }, "") : "–"),
         el("dt", {}, "切替回数 Failovers"), el("dd", {}, String(t.failovers_total)),
         el("dt", {}, "最終受信 Last message"), el("dd", {}, t.last_message_age_s == null ? "never" : `${dur(t.last_message_age_s)} ago`));
       document.getElementById("summary").replaceChildren(dl);
+      document.getElementById("drill").replaceChildren(drillDetails(t));
       towns.clear(); towns.set(t.id, t); banners(); tick();
     };
     let cursor = null;
