@@ -413,24 +413,9 @@ class Drill:
             self._series(t_end)
             if fault is not None:
                 window_end = at.get("degraded") or at.get("failed_over") or time.time()
-                outages = {
-                    kind: measure.outage(self.observer.probes(kind), fault, window_end)
-                    for kind in KINDS
-                }
-                for kind, found in outages.items():
-                    m[f"outage_{kind}_s"] = found.seconds if found else None
-                found_values = [o.seconds for o in outages.values() if o is not None]
-                m["outage_s"] = max(found_values) if found_values else None
+                m.update(self._outages("outage", fault, window_end))
             if restore is not None and at.get("failback") is not None:
-                back = at["failback"] + TAIL_S
-                outages = {
-                    kind: measure.outage(self.observer.probes(kind), restore, back)
-                    for kind in KINDS
-                }
-                for kind, found in outages.items():
-                    m[f"failback_outage_{kind}_s"] = found.seconds if found else None
-                values = [o.seconds for o in outages.values() if o is not None]
-                m["failback_outage_s"] = max(values) if values else None
+                m.update(self._outages("failback_outage", restore, at["failback"] + TAIL_S))
         if restore is not None and at.get("failback") is not None:
             m["failback_s"] = at["failback"] - restore
         m["holddown_s"] = float(self.show.get("holddown_s") or 0.0) if self.show else None
@@ -446,6 +431,17 @@ class Drill:
         record.checks = measure.judge(
             m, self.degraded, self.setup.settings.thresholds, m.get("holddown_s") or 0.0
         )
+
+    def _outages(self, name: str, start: float, end: float) -> dict[str, float | None]:
+        """`name`_icmp_s, `name`_tcp_s and `name`_s (the larger) over [start, end]."""
+        assert self.observer is not None
+        figures: dict[str, float | None] = {}
+        for kind in KINDS:
+            found = measure.outage(self.observer.probes(kind), start, end)
+            figures[f"{name}_{kind}_s"] = found.seconds if found else None
+        values = [v for v in figures.values() if v is not None]
+        figures[f"{name}_s"] = max(values) if values else None
+        return figures
 
     def _series(self, t_end: float) -> None:
         observer = self.observer
