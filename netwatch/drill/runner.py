@@ -243,8 +243,12 @@ class Drill:
             problems.append(f"the agent's state is {age:.0f} s old")
         if show.get("active") != primary or show.get("applied") != primary:
             problems.append(f"traffic is on {show.get('applied') or 'no path'}, not {primary}")
-        if (paths.get(primary) or {}).get("state") != "UP":
-            problems.append(f"{primary} is {(paths.get(primary) or {}).get('state')}, not UP")
+        primary_state = paths.get(primary) or {}
+        if primary_state.get("state") != "UP":
+            problems.append(f"{primary} is {primary_state.get('state')}, not UP")
+        if primary_state.get("damped"):
+            # It would not take the traffic back after the restore.
+            problems.append(f"{primary} is damped (it flapped recently)")
         backup_state = paths.get(backup) or {}
         if backup_state.get("state") != "UP":
             problems.append(f"{backup} is {backup_state.get('state')}, not UP")
