@@ -12,6 +12,10 @@ row, and reads each drill.json.  Prints, over the drills that passed:
   not loadprobe's) and its wall time beyond the load tests (settling,
   waiting for the agent, the hold-down), beside the whole drill's.
 
+Between two drills it waits until the primary's flap-damping penalty has
+decayed enough that the next cut cannot damp it (the agent counts every
+cut as a flap, as it should).
+
 Needs root.  Percentiles are nearest-rank over the runs.
 
     .venv/bin/python bench/drill_bench.py [--drills 10] [--town nishiki]
@@ -33,6 +37,8 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 PASSWORD = "lab-password"
+AGENT_METRICS_PORT = 9470  # netwatch.lab.services: each lab agent, on its town's loopback
+DAMPING_ROOM = 900.0  # + one cut's 1000 stays under the fast profile's suppress line (2000)
 
 FIGURES = (
     ("outage_s", "outage at the failover (observer)"),
@@ -91,10 +97,36 @@ def run_drills(args: argparse.Namespace, out: Path) -> list[dict[str, Any]]:
             f"detection {m.get('detection_s') or 0:.3f} s, wall {wall:.1f} s",
             flush=True,
         )
-        # The next drill's precheck wants the backup undamped and both paths UP:
-        # the agent needs a moment after a failback.
-        time.sleep(2.0)
+        if i < args.drills:
+            waited = wait_undamped(args.town)
+            print(f"          waited {waited:.0f} s for the primary's flap damping to decay")
     return reports
+
+
+def damping_penalty(town: str, path: str = "primary") -> float:
+    """The agent's flap-damping penalty of `path` (its metrics, in the town)."""
+    import http.client
+
+    from netwatch.emulator.netns import entered
+
+    with entered(f"nw-{town}"):
+        conn = http.client.HTTPConnection("127.0.0.1", AGENT_METRICS_PORT, timeout=5)
+        conn.connect()
+    conn.request("GET", "/metrics")
+    for line in conn.getresponse().read().decode().splitlines():
+        if line.startswith("netwatch_path_damping_penalty{") and f'path="{path}"' in line:
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def wait_undamped(town: str) -> float:
+    """Each drill's cut is a flap (penalty 1000, half-life 60 s, suppressed
+    at 2000): ten in a row would damp the primary, and a damped primary
+    takes no traffic back.  Wait until the next cut cannot damp it."""
+    started = time.monotonic()
+    while damping_penalty(town) > DAMPING_ROOM and time.monotonic() - started < 600:
+        time.sleep(2.0)
+    return time.monotonic() - started
 
 
 def summarize(reports: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
