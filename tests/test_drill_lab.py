@@ -83,10 +83,12 @@ def _env() -> dict[str, str]:
     return env | {"PYTHONPATH": str(ROOT), "LOADPROBE_PASSWORD": PASSWORD}
 
 
-def _cli(module: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+def _cli(
+    module: str, *args: str, timeout: float = 300, cwd: Path = ROOT
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", module, *args],
-        cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=timeout, check=False,
+        cwd=cwd, env=_env(), capture_output=True, text=True, timeout=timeout, check=False,
     )  # fmt: skip
 
 
@@ -291,14 +293,11 @@ def test_due_runs_the_due_drill_and_skips_the_rest(
     scheduled = tmp_path / "topology.yaml"
     scheduled.write_text(yaml.safe_dump(doc, allow_unicode=True, sort_keys=False))
     log = tmp_path / "drills.json"
-    os.chdir(tmp_path)  # the default report directory is relative
-    try:
-        result = _cli(
-            "netwatch.cli", "drill", "--due", "--topology", str(scheduled),
-            "--lab-run-dir", lab.run_dir, "--drill-log", str(log),
-        )  # fmt: skip
-    finally:
-        os.chdir(ROOT)
+    result = _cli(
+        "netwatch.cli", "drill", "--due", "--topology", str(scheduled),
+        "--lab-run-dir", lab.run_dir, "--drill-log", str(log),
+        cwd=tmp_path,  # the default report directory is relative: drill-reports/
+    )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout
     assert "nishiki (schedule 0): due" in lines
@@ -306,6 +305,8 @@ def test_due_runs_the_due_drill_and_skips_the_rest(
     assert "tsuno (schedule 2): not due" in lines
     assert "PASSED: report" in lines
     assert list(json.loads(log.read_text())["last_runs"]) == ["nishiki"]
+    (report,) = (tmp_path / "drill-reports").glob("nishiki-*/drill.json")
+    assert json.loads(report.read_text())["status"] == "passed"
     # Run again: nothing is due any more (the occurrence ran).
     again = _cli(
         "netwatch.cli", "drill", "--due", "--dry-run", "--topology", str(scheduled),
