@@ -10,7 +10,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,9 +21,11 @@ from loadprobe import netpath
 from netwatch.constants import SO_MARK
 from netwatch.emulator.control import EmulatorClient
 from netwatch.emulator.netns import entered
+from netwatch.lab import links
 from netwatch.lab.namespaces import existing_namespaces, namespace_pids
 from netwatch.lab.plan import Plan, make_plan
 from netwatch.lab.rundir import RunDir
+from netwatch.lab.state import LabState
 from netwatch.topology import Topology, load
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -148,10 +150,12 @@ class Lab:
         return str(self.plan.broker_address), self.plan.broker_port
 
 
-def build_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+def build_lab(tmp_path_factory: pytest.TempPathFactory) -> Generator[Lab, None, None]:
     """Bring the whole lab up for a test module; take it down even on failure.
 
-    Use from a module-scoped fixture: `yield from build_lab(tmp_path_factory)`."""
+    Use from a module-scoped fixture: `yield from build_lab(tmp_path_factory)`.
+    A lab kept for other modules (`KEEPER`) is taken down first."""
+    KEEPER.release()
     topo = load(ROOT / "topology.yaml")
     plan = make_plan(topo)
     clash = sorted(existing_namespaces() & {n.netns for n in plan.nodes.values()})
@@ -170,6 +174,52 @@ def build_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
         yield Lab(topo, plan, run_dir)
     finally:
         netwatch("lab", "down", "--run-dir", run_dir)
+
+
+class LabKeeper:
+    """At most one lab kept across test modules: the lab with agents that
+    test_monitoring_lab and test_opscenter_lab both use (`netwatch lab up
+    --agents` on it is theirs), built by the first of them and taken down
+    at the end of the session (conftest's `lab_keeper`), or as soon as any
+    module builds a lab of its own (`build_lab`: there is one set of nw-*
+    namespaces).
+
+    A kept lab is handed over only whole: every process of its record
+    alive and not stopped (else it is rebuilt), every town's links back
+    to their profile and uncut."""
+
+    def __init__(self) -> None:
+        self._held: tuple[Generator[Lab, None, None], Lab] | None = None
+
+    def shared(self, tmp_path_factory: pytest.TempPathFactory) -> Lab:
+        if self._held is not None:
+            lab = self._held[1]
+            state = LabState.load(lab.run_dir)
+            if (
+                state is not None
+                and state.complete
+                and all(p.alive() and not p.stopped for p in state.processes)
+            ):
+                for town in lab.topo.towns:
+                    for path in town.paths:
+                        links.reset(lab.topo, lab.run_dir, town.id, path.name)
+                        links.restore(lab.topo, lab.run_dir, town.id, path.name, "both")
+                return lab
+            self.release()
+        built = build_lab(tmp_path_factory)
+        lab = next(built)
+        self._held = (built, lab)
+        return lab
+
+    def release(self) -> None:
+        """Take the kept lab down (the `finally` of `build_lab`), if any."""
+        if self._held is not None:
+            built, _ = self._held
+            self._held = None
+            built.close()  # runs its `finally`: `netwatch lab down`
+
+
+KEEPER = LabKeeper()
 
 
 class MqttTap:

@@ -36,6 +36,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from netwatch.lab import links
 from netwatch.lab.observer import DataPlaneObserver
+from netwatch.topology.units import parse_duration, parse_percentage
 
 pytestmark = [needs_root, pytest.mark.lab]
 
@@ -125,7 +126,9 @@ Starter = Callable[..., AgentRun]
 def start_agent(lab: Lab, topology: Path, tmp_path: Path) -> Iterator[Starter]:
     runs: list[AgentRun] = []
 
-    def start(town: str, *extra: str) -> AgentRun:
+    def start(town: str, *extra: str, wait: bool = True) -> AgentRun:
+        """Start an agent in `town`; unless `wait` is false, return once it
+        has decided (then call `wait_decided` on it before relying on it)."""
         argv = [
             sys.executable, "-m", "netwatch.cli", "agent", "--town", town,
             "--topology", str(topology), "--spool", str(tmp_path / f"spool-{town}"),
@@ -133,16 +136,8 @@ def start_agent(lab: Lab, topology: Path, tmp_path: Path) -> Iterator[Starter]:
         ]  # fmt: skip
         run = AgentRun(lab, town, argv, tmp_path / f"agent-{town}.log")
         runs.append(run)
-        # Decided: an active path, and every path judged (a restarted agent
-        # reports the routes it adopted before its first round).
-        wait_for(
-            lambda: (
-                run.active() is not None
-                and run.metric("netwatch_path_state", state="unknown") == 0.0
-            ),
-            timeout=15,
-            what=f"agent {town} to decide",
-        )
+        if wait:
+            wait_decided(run)
         return run
 
     try:
@@ -154,13 +149,28 @@ def start_agent(lab: Lab, topology: Path, tmp_path: Path) -> Iterator[Starter]:
             _reset_town(lab, town)
 
 
+def wait_decided(run: AgentRun) -> None:
+    """Decided: an active path, and every path judged (a restarted agent
+    reports the routes it adopted before its first round)."""
+    wait_for(
+        lambda: (
+            run.active() is not None and run.metric("netwatch_path_state", state="unknown") == 0.0
+        ),
+        timeout=15,
+        what=f"agent {run.town} to decide",
+    )
+
+
 def _reset_town(lab: Lab, town_id: str) -> None:
-    """Links back to their profile and uncut, routes back on the primary."""
+    """Links back to their profile and uncut, routes back on the primary.
+
+    What `netwatch lab impair --reset` and `netwatch lab restore` do, called
+    in-process: a CLI start per call made this cleanup take ~7 s a town."""
     town = lab.topo.town(town_id)
     netns = lab.plan.nodes[town_id].netns
     for path in town.paths:
-        netwatch("lab", "impair", town_id, path.name, "--reset", "--run-dir", lab.run_dir)
-        netwatch("lab", "restore", town_id, path.name, "--run-dir", lab.run_dir)
+        links.reset(lab.topo, lab.run_dir, town_id, path.name)
+        links.restore(lab.topo, lab.run_dir, town_id, path.name, "both")
         subprocess.run(["ip", "-n", netns, "link", "set", path.interface, "up"], check=True)
     primary = town.primary
     for prefix in lab.topo.routed_prefixes:
@@ -176,6 +186,19 @@ def _reset_town(lab: Lab, town_id: str) -> None:
 def _lab(*args: str, lab: Lab) -> None:
     result = netwatch("lab", *args, "--run-dir", lab.run_dir)
     assert result.returncode == 0, result.stderr
+
+
+def _cut(lab: Lab, town: str, path: str) -> None:
+    """What `netwatch lab cut TOWN PATH` does (both directions, in force on
+    return), called in-process: for faults whose command is not what a test
+    times, without a CLI start (1.5-2.5 s on a busy machine) before each.
+    The commands themselves are tested in test_lab.py."""
+    links.cut(lab.topo, lab.run_dir, town, path, "both")
+
+
+def _restore(lab: Lab, town: str, path: str) -> None:
+    """What `netwatch lab restore TOWN PATH` does, in-process (see `_cut`)."""
+    links.restore(lab.topo, lab.run_dir, town, path, "both")
 
 
 def _observer(lab: Lab, town: str) -> DataPlaneObserver:
@@ -256,10 +279,10 @@ def test_primary_cut_fails_over_within_a_second(lab: Lab, start_agent: Starter) 
 
 def test_failback_waits_for_the_hold_down(lab: Lab, start_agent: Starter) -> None:
     agent = start_agent("takaharu")
-    _lab("cut", "takaharu", "primary", lab=lab)
+    _cut(lab, "takaharu", "primary")
     _wait_dev(agent.netns, "flets0", timeout=1.0)
     restored = time.monotonic()
-    _lab("restore", "takaharu", "primary", lab=lab)
+    _restore(lab, "takaharu", "primary")
     wait_for(
         lambda: agent.metric("netwatch_path_up", path="primary") == 1.0,
         timeout=5,
@@ -339,15 +362,20 @@ def test_noise_under_the_fail_lines_moves_no_route(lab: Lab, start_agent: Starte
     latency step from ~12 to ~72 ms RTT (Nishiki: under the 80 ms degraded
     and 90 ms fail lines; it must be seen as latency, not loss)."""
     impairments = {
-        "tsuno": ("--loss", "3%", "--jitter", "10ms"),
-        "takaharu": ("--loss", "10%"),
-        "nishiki": ("--delay", "34ms"),
+        "tsuno": links.Impairment(loss=parse_percentage("3%"), jitter=parse_duration("10ms")),
+        "takaharu": links.Impairment(loss=parse_percentage("10%")),
+        "nishiki": links.Impairment(delay=parse_duration("34ms")),
     }
-    agents = {town: start_agent(town) for town in impairments}
+    # The three agents start together; each has decided before the noise.
+    agents = {town: start_agent(town, wait=False) for town in impairments}
+    for agent in agents.values():
+        wait_decided(agent)
     watches = {town: RouteWatch(agent.netns) for town, agent in agents.items()}
     try:
+        # What `netwatch lab impair` does, in-process: all three within
+        # milliseconds, instead of one CLI start after another.
         for town, impairment in impairments.items():
-            _lab("impair", town, "primary", *impairment, lab=lab)
+            links.impair(lab.topo, lab.run_dir, town, "primary", "both", impairment)
         time.sleep(120)  # the stimulus lasts two minutes
         p50 = agents["nishiki"].metric("netwatch_path_rtt_p50_seconds", path="primary")
         loss = agents["nishiki"].metric("netwatch_path_loss_ratio", path="primary")
@@ -445,7 +473,7 @@ def _epoch(ts: str) -> float:
 
 def test_a_killed_agent_reconciles_on_restart(lab: Lab, start_agent: Starter) -> None:
     agent = start_agent("kawaminami")
-    _lab("cut", "kawaminami", "primary", lab=lab)
+    _cut(lab, "kawaminami", "primary")
     _wait_dev(agent.netns, "flets0", timeout=1.0)
     agent.signal(signal.SIGKILL)
     assert route_dev(agent.netns) == "flets0"  # routes survive the agent
@@ -481,14 +509,14 @@ def test_both_paths_down_raises_the_alarm_without_churn(lab: Lab, start_agent: S
     agent = start_agent("nishiki")
     tap = MqttTap(lab, "netwatch/v1/nishiki/events", "test-all-down")
     try:
-        _lab("cut", "nishiki", "backup", lab=lab)
+        _cut(lab, "nishiki", "backup")
         wait_for(
             lambda: agent.metric("netwatch_path_up", path="backup") == 0.0,
             timeout=5,
             what="the backup to be DOWN",
         )
         watch = RouteWatch(agent.netns)
-        _lab("cut", "nishiki", "primary", lab=lab)
+        _cut(lab, "nishiki", "primary")
         wait_for(
             lambda: agent.metric("netwatch_all_paths_down") == 1.0,
             timeout=5,
@@ -497,7 +525,7 @@ def test_both_paths_down_raises_the_alarm_without_churn(lab: Lab, start_agent: S
         time.sleep(2.0)
         assert [dev for _, dev in watch.changes] == ["lgwan0"]  # no churn
         with _observer(lab, "nishiki") as obs:
-            _lab("restore", "nishiki", "backup", lab=lab)
+            _restore(lab, "nishiki", "backup")
             _wait_dev(agent.netns, "flets0", timeout=5.0)
             wait_for(lambda: obs.last_ok() is not None, timeout=5, what="traffic on the backup")
         changes = watch.stop()
@@ -580,7 +608,7 @@ def test_each_probe_kind_crosses_its_own_path(lab: Lab, cut: str) -> None:
     # path's probes must succeed or fail by that path alone.
     town = "takaharu"
     netns = lab.plan.nodes[town].netns
-    _lab("cut", town, cut, lab=lab)
+    _cut(lab, town, cut)
     try:
         result = subprocess.run(
             ["ip", "netns", "exec", netns, sys.executable, "-c", PROBE_SCRIPT,
@@ -588,7 +616,7 @@ def test_each_probe_kind_crosses_its_own_path(lab: Lab, cut: str) -> None:
             capture_output=True, text=True, timeout=60, check=True,
         )  # fmt: skip
     finally:
-        _lab("restore", town, cut, lab=lab)
+        _restore(lab, town, cut)
     import json
 
     outcome = json.loads(result.stdout)
@@ -647,7 +675,7 @@ def test_a_flushed_route_comes_back_when_the_link_does(lab: Lab, start_agent: St
     """The backup is down; the primary's link goes down (the kernel flushes
     its routes) and up again: the agent puts the route back."""
     agent = start_agent("tsuno")
-    _lab("cut", "tsuno", "backup", lab=lab)
+    _cut(lab, "tsuno", "backup")
     wait_for(
         lambda: agent.metric("netwatch_path_up", path="backup") == 0.0,
         timeout=5,
@@ -659,7 +687,8 @@ def test_a_flushed_route_comes_back_when_the_link_does(lab: Lab, start_agent: St
     with _observer(lab, "tsuno") as obs:
         subprocess.run(["ip", "-n", agent.netns, "link", "set", "lgwan0", "up"], check=True)
         up = time.monotonic()
-        _lab("restore", "tsuno", "backup", lab=lab)
+        # In-process: the 2 s below are the agent's, not a CLI's start-up.
+        _restore(lab, "tsuno", "backup")
         wait_for(
             lambda: "dev lgwan0" in _route(agent.netns), timeout=2, what="the route to be back"
         )

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from labtools import ROOT, Lab, build_lab, http_get, needs_root, netwatch, wait_for
+from labtools import ROOT, Lab, LabKeeper, http_get, needs_root, netwatch, wait_for
 
 from netwatch.lab.rundir import RunDir
 from netwatch.lab.services import OPSCENTER_PORT
@@ -38,14 +38,15 @@ VARIABLES = {"$__rate_interval": "30s", "$__range": "15m", "$__interval": "5s"}
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    for lab in build_lab(tmp_path_factory):
-        up = netwatch("lab", "up", "--agents", "--no-rtt", "--run-dir", lab.run_dir)
-        assert up.returncode == 0, up.stderr
-        assert (
-            f"prometheus:        http://{lab.plan.broker_address}:{PROMETHEUS_PORT}/" in up.stdout
-        )
-        yield lab
+def lab(lab_keeper: LabKeeper, tmp_path_factory: pytest.TempPathFactory) -> Lab:
+    """The lab with agents, shared with the other module that needs one
+    (test_monitoring_lab, test_opscenter_lab): `up --agents` starts them on a
+    new lab and changes nothing on a kept one, saying the same either way."""
+    lab = lab_keeper.shared(tmp_path_factory)
+    up = netwatch("lab", "up", "--agents", "--no-rtt", "--run-dir", lab.run_dir)
+    assert up.returncode == 0, up.stderr
+    assert f"prometheus:        http://{lab.plan.broker_address}:{PROMETHEUS_PORT}/" in up.stdout
+    return lab
 
 
 def ops(lab: Lab) -> str:

@@ -11,15 +11,14 @@ import signal
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from labtools import (
     Lab,
+    LabKeeper,
     MqttTap,
-    build_lab,
     http_get,
     needs_root,
     netwatch,
@@ -37,12 +36,15 @@ CHROMIUM = shutil.which("chromium")
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    for lab in build_lab(tmp_path_factory):
-        up = netwatch("lab", "up", "--agents", "--no-rtt", "--run-dir", lab.run_dir)
-        assert up.returncode == 0, up.stderr
-        assert "operations center: http://" in up.stdout
-        yield lab
+def lab(lab_keeper: LabKeeper, tmp_path_factory: pytest.TempPathFactory) -> Lab:
+    """The lab with agents, shared with the other module that needs one
+    (test_monitoring_lab, test_opscenter_lab): `up --agents` starts them on a
+    new lab and changes nothing on a kept one, saying the same either way."""
+    lab = lab_keeper.shared(tmp_path_factory)
+    up = netwatch("lab", "up", "--agents", "--no-rtt", "--run-dir", lab.run_dir)
+    assert up.returncode == 0, up.stderr
+    assert "operations center: http://" in up.stdout
+    return lab
 
 
 def ops(lab: Lab) -> str:

@@ -148,7 +148,8 @@ def rules(topo: Topology, alerts: Alerts) -> dict[str, Any]:
             "info",
             "A town is held on one path by a maintenance hold.",
             "{{ $labels.town }} has been held on one path by an operator for more than "
-            f"{prom_duration(alerts.held_for)}, until {{{{ $value | humanizeTimestamp }}}}; it does "
+            f"{prom_duration(alerts.held_for)}, until {{{{ $value | humanizeTimestamp }}}}; "
+            "it does "
             "not fail over or back while held. Release the hold when the work is done.",
             wait=alerts.held_for,
         ),
@@ -172,7 +173,8 @@ def rules(topo: Topology, alerts: Alerts) -> dict[str, Any]:
             "A town has had no passing failover drill for too long.",
             "{{ $labels.town }}: the last failover drill that passed ended "
             "{{ $value | humanizeDuration }} ago (the line is "
-            f"{alerts.no_recent_drill_after / 86400:g} days); nobody knows its failover still works.",
+            f"{alerts.no_recent_drill_after / 86400:g} days); "
+            "nobody knows its failover still works.",
             url=drills_url,
         ),
     ]
