@@ -150,13 +150,18 @@ class Lab:
         return str(self.plan.broker_address), self.plan.broker_port
 
 
-def build_lab(tmp_path_factory: pytest.TempPathFactory) -> Generator[Lab, None, None]:
+def build_lab(
+    tmp_path_factory: pytest.TempPathFactory, topology: Path | None = None, *, agents: bool = False
+) -> Generator[Lab, None, None]:
     """Bring the whole lab up for a test module; take it down even on failure.
 
     Use from a module-scoped fixture: `yield from build_lab(tmp_path_factory)`.
+    `topology`: a test's own copy of topology.yaml (default the repository's);
+    `agents`: with the agents, the operations center and Prometheus.
     A lab kept for other modules (`KEEPER`) is taken down first."""
     KEEPER.release()
-    topo = load(ROOT / "topology.yaml")
+    topology = topology or ROOT / "topology.yaml"
+    topo = load(topology)
     plan = make_plan(topo)
     clash = sorted(existing_namespaces() & {n.netns for n in plan.nodes.values()})
     if clash and any(namespace_pids(ns) for ns in clash):
@@ -169,7 +174,10 @@ def build_lab(tmp_path_factory: pytest.TempPathFactory) -> Generator[Lab, None, 
         print(f"removed an idle leftover lab ({', '.join(clash)})", file=sys.stderr)
     run_dir = str(tmp_path_factory.mktemp("lab") / "run")
     try:
-        result = netwatch("lab", "up", "--no-rtt", "--run-dir", run_dir)
+        extra = ["--agents"] if agents else []
+        result = netwatch(
+            "lab", "up", "--no-rtt", "--run-dir", run_dir, "--topology", str(topology), *extra
+        )
         assert result.returncode == 0, result.stderr
         yield Lab(topo, plan, run_dir)
     finally:

@@ -24,13 +24,14 @@ from typing import Any
 
 import pytest
 import yaml
-from labtools import ROOT, Lab, build_lab, netwatch, retained, route_dev, wait_for
+from labtools import ROOT, Lab, build_lab, needs_root, retained, route_dev, wait_for
 
 from netwatch.agent import control
+from netwatch.lab import links
 from netwatch.lab.rundir import RunDir
 from netwatch.topology import load
 
-pytestmark = [pytest.mark.lab, pytest.mark.slow]
+pytestmark = [pytest.mark.lab, needs_root, pytest.mark.slow]
 
 HOLDDOWN_S = 5
 PASSWORD = "lab-password"
@@ -68,14 +69,7 @@ def topology(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory, topology: Path) -> Iterator[Lab]:
-    for lab in build_lab(tmp_path_factory):
-        netwatch("lab", "down", "--run-dir", lab.run_dir)
-        up = netwatch(
-            "lab", "up", "--agents", "--no-rtt", "--run-dir", lab.run_dir,
-            "--topology", str(topology),
-        )  # fmt: skip
-        assert up.returncode == 0, up.stderr
-        yield lab
+    yield from build_lab(tmp_path_factory, topology, agents=True)
 
 
 def _env() -> dict[str, str]:
@@ -122,8 +116,7 @@ def clean(lab: Lab, topology: Path) -> Iterator[None]:
     def settle() -> None:
         for town in ("nishiki", "takaharu"):
             for path in ("primary", "backup"):
-                netwatch("lab", "restore", town, path, "--run-dir", lab.run_dir,
-                         "--topology", str(topology))  # fmt: skip
+                links.restore(lab.topo, lab.run_dir, town, path, "both")
             with_hold = _show(lab, town)["hold"]
             if with_hold:
                 control.request(
@@ -207,9 +200,7 @@ def test_a_backup_cut_mid_drill_aborts_restores_the_primary_and_reports(
     proc = _drill(lab, topology, out, "--degraded", "30s")
     wait_for(lambda: (out / "degraded.log").exists(), timeout=120, step=0.2, what="degraded load")
     time.sleep(2.0)  # a few seconds into the degraded load test
-    cut = netwatch("lab", "cut", "nishiki", "backup", "--run-dir", lab.run_dir,
-                   "--topology", str(topology))  # fmt: skip
-    assert cut.returncode == 0, cut.stderr
+    links.cut(lab.topo, lab.run_dir, "nishiki", "backup", "both")
     started = time.monotonic()
     output, _ = proc.communicate(timeout=120)
     assert proc.returncode == 3, output
@@ -367,8 +358,7 @@ def test_loadprobe_on_the_backup_with_an_agent_keeps_the_agents_decision(
     hold = _show(lab, "nishiki")["hold"]
     assert hold["by"].startswith("loadprobe:")
     time.sleep(2.0)
-    netwatch("lab", "cut", "nishiki", "backup", "--run-dir", lab.run_dir,
-             "--topology", str(topology))  # fmt: skip
+    links.cut(lab.topo, lab.run_dir, "nishiki", "backup", "both")
     wait_for(lambda: _show(lab, "nishiki")["applied"] == "primary", timeout=10,
              what="the failover off the held backup")  # fmt: skip
     output, _ = proc.communicate(timeout=120)
