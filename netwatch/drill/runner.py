@@ -397,8 +397,9 @@ class Drill:
         self._publish_end()
         self._release_lock()
         html = next((p for p in paths if p.suffix == ".html"), None)
+        why = f" ({record.reason})" if record.reason else ""
         self.setup.progress(
-            f"{record.status.value.upper()}: report {html or self.setup.report_dir}"
+            f"{record.status.value.upper()}{why}: report {html or self.setup.report_dir}"
         )
 
     def _measure(self) -> None:
