@@ -197,7 +197,7 @@ def test_a_backup_cut_mid_drill_aborts_restores_the_primary_and_reports(
     lab: Lab, topology: Path, tmp_path: Path, clean: None
 ) -> None:
     out = tmp_path / "drill"
-    proc = _drill(lab, topology, out, "--degraded", "30s")
+    proc = _drill(lab, topology, out, "--baseline", "3s", "--degraded", "30s")
     wait_for(lambda: (out / "degraded.log").exists(), timeout=120, step=0.2, what="degraded load")
     time.sleep(2.0)  # a few seconds into the degraded load test
     links.cut(lab.topo, lab.run_dir, "nishiki", "backup", "both")
@@ -218,7 +218,7 @@ def test_sigterm_mid_load_restores_reports_and_exits_3(
     lab: Lab, topology: Path, tmp_path: Path, clean: None
 ) -> None:
     out = tmp_path / "drill"
-    proc = _drill(lab, topology, out, "--degraded", "30s")
+    proc = _drill(lab, topology, out, "--baseline", "3s", "--degraded", "30s")
     wait_for(lambda: (out / "degraded.log").exists(), timeout=120, step=0.2, what="degraded load")
     time.sleep(1.0)
     assert _link_cut(lab, "nishiki", "primary")
@@ -235,7 +235,7 @@ def test_sigterm_mid_load_restores_reports_and_exits_3(
 def test_a_second_drill_on_the_town_is_refused_and_touches_nothing(
     lab: Lab, topology: Path, tmp_path: Path, clean: None
 ) -> None:
-    first = _drill(lab, topology, tmp_path / "first", "--degraded", "20s")
+    first = _drill(lab, topology, tmp_path / "first", "--baseline", "20s")
     try:
         lock = RunDir.of(lab.run_dir).root / "drills" / "drill-nishiki.lock"
         wait_for(lambda: lock.exists() and lock.read_text().strip(), timeout=60, what="the lock")

@@ -17,7 +17,9 @@ import subprocess
 import sys
 import time
 import urllib.parse
+import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,7 @@ from labtools import ROOT, Lab, LabKeeper, http_get, needs_root, netwatch, wait_
 
 from netwatch.lab.rundir import RunDir
 from netwatch.lab.services import OPSCENTER_PORT
+from netwatch.messages import DrillMessage, DrillStatus
 
 pytestmark = [pytest.mark.lab, needs_root, pytest.mark.slow]
 
@@ -140,9 +143,36 @@ def test_the_lab_runs_prometheus_and_it_scrapes_the_fleet(lab: Lab) -> None:
     )
 
 
+def publish_drill_result(lab: Lab, town: str) -> None:
+    """A finished drill's retained result, as `netwatch drill` publishes it
+    (the drills themselves are test_drill_lab's): the drill panels read it."""
+    now = datetime.now(UTC)
+    message = DrillMessage(
+        town=town,
+        ts=now,
+        drill_id=str(uuid.uuid4()),
+        status=DrillStatus.PASSED,
+        started=now - timedelta(minutes=2),
+        ended=now,
+        outage_s=0.21,
+        failback_outage_s=0.02,
+        detection_s=0.15,
+        load_passed=True,
+    )
+    host, port = lab.broker()
+    done = subprocess.run(
+        ["ip", "netns", "exec", ops(lab), "mosquitto_pub", "-h", host, "-p", str(port),
+         "-q", "1", "-r", "-t", message.topic, "-m", message.to_json().decode()],
+        capture_output=True, text=True, timeout=10, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+
+
 def test_every_panel_query_returns_a_series_for_every_town(lab: Lab, tmp_path: Path) -> None:
     wait_for(lambda: fleet_ok(lab), timeout=90, step=0.5, what="every town ok")
     towns = [t.id for t in lab.topo.towns]
+    for town in towns:
+        publish_drill_result(lab, town)
     # A baseline run on each town's primary, then a run against it whose
     # endpoint stays up (the degradation factors need the baseline).
     finished([loadprobe(lab, t, tmp_path / f"{t}-baseline", "--no-metrics") for t in towns])
@@ -167,6 +197,11 @@ def test_every_panel_query_returns_a_series_for_every_town(lab: Lab, tmp_path: P
                 return bool(series(lab, f'loadprobe_verdict_pass{{town="{town}"}}'))
 
             wait_for(verdict_scraped, timeout=180, step=1, what=f"{town}'s verdict scraped")
+
+            def drill_scraped(town: str = town) -> bool:
+                return bool(series(lab, f'netwatch_fleet_drill_last_status{{town="{town}"}}'))
+
+            wait_for(drill_scraped, timeout=30, step=0.5, what=f"{town}'s drill scraped")
         # Each measured run registered its endpoint with the lab's Prometheus.
         registered = RunDir.of(lab.run_dir).prometheus.glob("targets/loadprobe-*.yml")
         assert len(list(registered)) == len(towns)
