@@ -176,7 +176,8 @@ class Drill:
         with self._step("baseline") as step:
             self._wait_for(s.settle, None, "the observer to settle")
             self.baseline = self._run_load("baseline", s.baseline, None)
-            step.detail = _load_line(self.baseline)
+            # Its figures are the degraded run's yardstick; its verdict is not the drill's.
+            step.detail = _load_line(self.baseline) + " (the yardstick, not judged)"
             if self.baseline.path not in (None, self.setup.town.primary.name):
                 raise Aborted(f"the baseline ran on {self.baseline.path}, not the primary")
         with self._step("fault") as step:
