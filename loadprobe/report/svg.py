@@ -58,6 +58,15 @@ class Band:
     opacity: float = 0.15
 
 
+def _y_reference(ref: Reference, y: float, left: float, right: float) -> str:
+    """A horizontal reference line at `y`, labelled at its right end."""
+    return (
+        f'<line x1="{left}" x2="{right}" y1="{y:.1f}" y2="{y:.1f}" class="r"/>'
+        f'<text x="{right - 2}" y="{y - 3:.1f}" text-anchor="end" class="rl">'
+        f"{escape(ref.label)}</text>"
+    )
+
+
 def fmt_seconds(value: float) -> str:
     if value == 0:
         return "0"
@@ -213,12 +222,7 @@ def chart(
         )
     for ref in references:
         if ref.axis == "y":
-            y = ay(ref.value)
-            parts.append(
-                f'<line x1="{left}" x2="{width - right}" y1="{y:.1f}" y2="{y:.1f}" class="r"/>'
-                f'<text x="{width - right - 2}" y="{y - 3:.1f}" text-anchor="end" class="rl">'
-                f"{escape(ref.label)}</text>"
-            )
+            parts.append(_y_reference(ref, ay(ref.value), left, width - right))
         else:
             x = ax(ref.value)
             near_right = x > (left + width - right) / 2
@@ -399,12 +403,7 @@ def bars(
         )
     for ref in references:
         if ref.axis == "y":
-            y = ay(ref.value)
-            parts.append(
-                f'<line x1="{left}" x2="{width - right}" y1="{y:.1f}" y2="{y:.1f}" class="r"/>'
-                f'<text x="{width - right - 2}" y="{y - 3:.1f}" text-anchor="end" class="rl">'
-                f"{escape(ref.label)}</text>"
-            )
+            parts.append(_y_reference(ref, ay(ref.value), left, width - right))
     legend_x = left + 4
     for i, (label, _vs) in enumerate(series):
         parts.append(
