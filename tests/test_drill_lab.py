@@ -161,14 +161,9 @@ def _link_cut(lab: Lab, town: str, path: str) -> bool:
     return bool(state.a_to_b.profile.cut or state.b_to_a.profile.cut)
 
 
-def test_a_drill_passes_with_the_observers_outage_in_the_report(
-    lab: Lab, topology: Path, tmp_path: Path, clean: None
-) -> None:
-    out = tmp_path / "drill"
-    proc = _drill(lab, topology, out)
-    output, _ = proc.communicate(timeout=240)
+def _check_a_passed_drill(lab: Lab, out: Path) -> None:
+    """A drill that passed, with the observer's outage in its report."""
     report = _report(out)
-    assert proc.returncode == 0, output
     assert report["status"] == "passed"
     assert [s["name"] for s in report["steps"]] == [
         "precheck", "baseline", "fault", "measure", "degraded", "restore", "failback", "verdict",
@@ -266,9 +261,12 @@ def test_a_fault_command_that_fails_is_one_line_and_leaves_nothing_cut(
     assert route_dev("nw-nishiki") == LGWAN
 
 
-def test_due_runs_the_due_drill_and_skips_the_rest(
+def test_due_runs_a_drill_that_passes_and_skips_the_rest(
     lab: Lab, topology: Path, tmp_path: Path, clean: None
 ) -> None:
+    """`--due` runs the one due schedule (and says why the others are not
+    due); that drill is also the lab's passing drill, checked in full: one
+    drill of about 35 s serves both."""
     doc = yaml.safe_load(topology.read_text())
     now = time.gmtime()
     today = time.strftime("%Y-%m-%d", now)
@@ -297,7 +295,7 @@ def test_due_runs_the_due_drill_and_skips_the_rest(
     assert "PASSED: report" in lines
     assert list(json.loads(log.read_text())["last_runs"]) == ["nishiki"]
     (report,) = (tmp_path / "drill-reports").glob("nishiki-*/drill.json")
-    assert json.loads(report.read_text())["status"] == "passed"
+    _check_a_passed_drill(lab, report.parent)
     # Run again: nothing is due any more (the occurrence ran).
     again = _cli(
         "netwatch.cli", "drill", "--due", "--dry-run", "--topology", str(scheduled),
