@@ -333,22 +333,35 @@ def test_a_flapping_primary_is_damped(
 
 
 @pytest.mark.parametrize(
-    "impairment", [("--loss", "30%"), ("--delay", "400ms")], ids=["loss-30%", "delay+400ms"]
+    "impairment",
+    [
+        links.Impairment(loss=parse_percentage("30%")),
+        links.Impairment(delay=parse_duration("400ms")),
+    ],
+    ids=["loss-30%", "delay+400ms"],
 )
 def test_a_brownout_fails_over_within_5s(
-    lab: Lab, start_agent: Starter, impairment: tuple[str, str]
+    lab: Lab, start_agent: Starter, impairment: links.Impairment
 ) -> None:
+    """Timed from the impairment being in force (what `netwatch lab impair`
+    does, in-process: a CLI start is no part of the agent's reaction)."""
     agent = start_agent("kawaminami")
-    start = time.monotonic()
-    _lab("impair", "kawaminami", "primary", *impairment, lab=lab)
-    _wait_dev(agent.netns, "flets0", timeout=5.0)
-    assert time.monotonic() - start < 5.0
-    # the snapshot behind the metrics follows the route change a moment later
-    wait_for(
-        lambda: agent.metric("netwatch_path_up", path="primary") == 0.0,
-        timeout=2,
-        what="the metrics to show the primary down",
-    )
+    links.impair(lab.topo, lab.run_dir, "kawaminami", "primary", "both", impairment)
+    assert _wait_dev(agent.netns, "flets0", timeout=5.0) < 5.0
+    # The metrics are read from the agent's live state at scrape time, but a
+    # scrape of an agent probing a lossy path every 2 ms (its suspect
+    # cadence) can take seconds on a loaded 2-core CI machine: poll with
+    # slack, and say what was seen.
+    seen: list[float | None] = []
+
+    def primary_down() -> bool:
+        seen.append(agent.metric("netwatch_path_up", path="primary"))
+        return seen[-1] == 0.0
+
+    try:
+        wait_for(primary_down, timeout=15, what="the metrics to show the primary down")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; the last scrapes said {seen[-5:]}") from None
 
 
 # --- 4. noise ----------------------------------------------------------------------
