@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from netwatch import check, hold
+from netwatch import check, hold, pki
 from netwatch.agent import cli as agent_cli
 from netwatch.drill import acceptance as acceptance_cli
 from netwatch.drill import cli as drill_cli
@@ -34,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     acceptance_cli.add_parser(subparsers)
     opscenter_cli.add_parser(subparsers)
     monitoring_cli.add_parser(subparsers)
+    pki.add_parser(subparsers)
     return parser
 
 

@@ -32,6 +32,11 @@ from pathlib import Path
 import aiomqtt
 import pytest
 
+from netwatch.mqtt.broker import Broker as NetwatchBroker
+from netwatch.mqtt.broker import parse_broker
+from netwatch.mqtt.mosquitto import ACL, tls_listener
+from netwatch.pki import OPSCENTER_CN
+
 MOSQUITTO = "/usr/sbin/mosquitto"
 
 
@@ -50,10 +55,11 @@ class Broker:
     host: str = "127.0.0.1"
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
+    pki: Path | None = None  # a `netwatch pki` directory: TLS and the fleet's ACL
 
     @property
     def url(self) -> str:
-        return f"mqtt://{self.host}:{self.port}"
+        return f"{'mqtts' if self.pki else 'mqtt'}://{self.host}:{self.port}"
 
     @property
     def log_path(self) -> Path:
@@ -73,9 +79,7 @@ class Broker:
             return
         (self.directory / "data").mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(
-            f"listener {self.port} {self.host}\n"
-            "allow_anonymous true\n"
-            "user root\n"
+            self._listener() + "user root\n"
             "persistence true\n"
             f"persistence_location {self.directory / 'data'}/\n"
             # Mosquitto's default, pinned: a test relies on a session's queue
@@ -107,6 +111,31 @@ class Broker:
                 raise RuntimeError(f"mosquitto not listening after {timeout}s:\n{self.log_tail()}")
             time.sleep(0.01)
 
+    def client(self, identity: str = OPSCENTER_CN) -> NetwatchBroker:
+        """How `identity` connects (its certificate, with TLS)."""
+        if self.pki is None:
+            return parse_broker(self.url)
+        return parse_broker(
+            self.url,
+            ca=self.pki / "ca.crt",
+            cert=self.pki / f"{identity}.crt",
+            key=self.pki / f"{identity}.key",
+        )
+
+    def _listener(self) -> str:
+        if self.pki is None:
+            return f"listener {self.port} {self.host}\nallow_anonymous true\n"
+        acl = self.directory / "acl"
+        acl.write_text(ACL, encoding="utf-8")
+        return tls_listener(
+            self.host,
+            self.port,
+            ca=str(self.pki / "ca.crt"),
+            cert=str(self.pki / "broker.crt"),
+            key=str(self.pki / "broker.key"),
+            acl=str(acl),
+        )
+
     def stop(self, timeout: float = 5.0) -> None:
         """SIGTERM: clients are disconnected, persistence is saved."""
         if self.process is None:
@@ -136,9 +165,10 @@ class Broker:
 
 
 @contextlib.contextmanager
-def running_mosquitto(directory: Path) -> Iterator[Broker]:
-    """A started `Broker` keeping its files in `directory`; stopped on exit."""
-    broker = Broker(directory)
+def running_mosquitto(directory: Path, *, broker: Broker | None = None) -> Iterator[Broker]:
+    """A started `Broker` keeping its files in `directory` (or `broker`,
+    e.g. one with TLS); stopped on exit."""
+    broker = broker or Broker(directory)
     broker.start()
     try:
         yield broker
@@ -212,8 +242,7 @@ class Recorder:
         while not self._stopping:
             try:
                 async with aiomqtt.Client(
-                    self.broker.host,
-                    self.broker.port,
+                    **self.broker.client().client_options(),
                     identifier=self._client_id,
                     clean_session=False,
                     timeout=2,

@@ -77,7 +77,7 @@ def test_service_addresses_live_on_loopback(plan: Plan) -> None:
     assert svc.ifname == "lo"
     assert svc.addresses == (IPv4Interface("10.200.0.10/32"),)
     assert (plan.app_address, plan.app_port) == (IPv4Address("10.200.0.10"), 8080)
-    assert (plan.broker_address, plan.broker_port) == (IPv4Address("10.210.0.10"), 1883)
+    assert (plan.broker_address, plan.broker_port) == (IPv4Address("10.210.0.10"), 8883)
 
 
 def test_emulator_profile_is_in_base_units(plan: Plan) -> None:

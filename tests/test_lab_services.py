@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from netwatch.lab.plan import broker_config, make_plan
+from netwatch.lab.mqtt import broker_config
+from netwatch.lab.plan import make_plan
 from netwatch.lab.rundir import RunDir
 from netwatch.lab.services import Kind, Service
 from netwatch.topology import load
@@ -40,12 +41,20 @@ def test_an_emulator_is_not_a_service() -> None:
 
 
 def test_the_broker_config_lives_in_the_run_directory(tmp_path: Path) -> None:
+    """TLS with client certificates and the fleet's ACL, on the operations
+    center's address only, no anonymous client."""
     plan = make_plan(load(ROOT / "topology.yaml"))
     run = RunDir.of(tmp_path)
-    conf = broker_config(plan, run)
-    assert f"listener {plan.broker_port} 0.0.0.0" in conf.splitlines()
-    assert f"persistence_location {run.mosquitto}/" in conf.splitlines()
-    assert f"log_dest file {run.log('mosquitto')}" in conf.splitlines()
+    conf = broker_config(plan, run, tls=True).splitlines()
+    assert plan.broker_port == 8883
+    assert f"listener {plan.broker_port} {plan.broker_address}" in conf
+    for line in ("require_certificate true", "use_identity_as_username true",
+                 "allow_anonymous false", "tls_version tlsv1.2", f"acl_file {run.broker_acl}",
+                 f"cafile {run.pki / 'ca.crt'}", f"keyfile {run.pki / 'broker.key'}"):  # fmt: skip
+        assert line in conf
+    assert not [line for line in conf if line.startswith("listener") and "0.0.0.0" in line]
+    assert f"persistence_location {run.mosquitto}/" in conf
+    assert f"log_dest file {run.log('mosquitto')}" in conf
 
 
 def test_create_makes_the_control_socket_folder_owner_only(tmp_path: Path) -> None:

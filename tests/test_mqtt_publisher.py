@@ -441,7 +441,7 @@ def test_unreachable_broker_never_blocks_the_caller(tmp_path: Path) -> None:
 
 
 def test_misuse_is_refused(broker: Broker, tmp_path: Path) -> None:
-    with pytest.raises(BadBrokerUrl, match="mqtt://HOST:1883"):
+    with pytest.raises(BadBrokerUrl, match="mqtts://HOST:8883"):
         Publisher(town=TOWN, url="tcp://x:1", spool_dir=tmp_path)
     with pytest.raises(BadBrokerUrl):
         Publisher(town=TOWN, url="mqtt://x:99999", spool_dir=tmp_path)

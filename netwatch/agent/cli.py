@@ -13,12 +13,13 @@ import signal
 import sys
 from pathlib import Path
 
-from prometheus_client import start_http_server
-
+from netwatch import webconfig
 from netwatch.agent import control
 from netwatch.agent.routes import CommandBackend, DryRunBackend, NetlinkBackend, RouteBackend
 from netwatch.agent.runner import Agent, AgentSettings, EventSink
 from netwatch.errors import UserError
+from netwatch.mqtt import broker as mqtt_broker
+from netwatch.mqtt.broker import Broker
 from netwatch.topology import DEFAULT_PATH, Topology, Town, load_for_command
 
 DEFAULT_METRICS = "127.0.0.1:9470"
@@ -58,8 +59,11 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         default=DEFAULT_METRICS,
         help=f"HOST:PORT for Prometheus, or 'off' (default: {DEFAULT_METRICS})",
     )
+    webconfig.add_argument(parser)
     parser.add_argument(
-        "--mqtt", help="broker URL, or 'off' (default: the topology's opscenter.mqtt)"
+        "--mqtt",
+        help="broker URL, or 'off' (default: the topology's opscenter.mqtt); mqtts://HOST:8883 "
+        "with --ca/--cert/--key, whose certificate's CN is the town id",
     )
     parser.add_argument(
         "--spool",
@@ -96,6 +100,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.add_argument(
         "--log-level", default="info", choices=("debug", "info", "warning", "error")
     )
+    mqtt_broker.add_arguments(parser)
     parser.set_defaults(run=run)
 
 
@@ -132,7 +137,9 @@ def run(args: argparse.Namespace) -> int:
         known = ", ".join(topo.policy.profiles)
         raise UserError(f"unknown policy profile {policy_name!r} (profiles: {known})")
     listen = _listen(args.metrics_listen)
-    mqtt = args.mqtt if args.mqtt is not None else topo.opscenter.mqtt
+    web = webconfig.load_option(args.web_config_file)
+    url = args.mqtt if args.mqtt is not None else topo.opscenter.mqtt
+    mqtt = None if url == "off" else mqtt_broker.from_arguments(url, args)
     spool = Path(args.spool or f"{DEFAULT_SPOOL}/{town.id}")
     control_socket = (
         None
@@ -163,10 +170,11 @@ def run(args: argparse.Namespace) -> int:
                 settings,
                 backend,
                 listen,
-                None if mqtt == "off" else mqtt,
+                mqtt,
                 spool,
                 control_socket,
                 args.control_group,
+                web=web,
             )
         )
     except PermissionError as exc:
@@ -198,10 +206,12 @@ async def _main(
     settings: AgentSettings,
     backend: RouteBackend,
     listen: tuple[str, int] | None,
-    mqtt: str | None,
+    mqtt: Broker | None,
     spool: Path,
     control_socket: Path | None,
     control_group: str | None,
+    *,
+    web: webconfig.WebConfig | None = None,
 ) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -221,7 +231,7 @@ async def _main(
         agent = Agent(settings, backend, sink)
         if listen is not None:
             try:
-                start_http_server(listen[1], addr=listen[0], registry=agent.metrics.registry)
+                webconfig.serve_metrics(agent.metrics.registry, listen[0], listen[1], web)
             except OSError as exc:
                 raise UserError(
                     f"--metrics-listen {listen[0]}:{listen[1]}: {exc.strerror or exc}"
@@ -235,7 +245,7 @@ async def _main(
             len(settings.town.paths),
             settings.policy.interval,
             backend.name,
-            mqtt or "off",
+            mqtt or "off",  # str(Broker): no secret
         )
         await agent.run(stop)
         logging.getLogger("netwatch.agent").info("stopped")

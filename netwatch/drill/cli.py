@@ -16,6 +16,8 @@ from netwatch.drill.record import EXIT
 from netwatch.drill.runner import Drill, DrillSetup
 from netwatch.errors import UserError
 from netwatch.messages import DrillStatus
+from netwatch.mqtt import broker as mqtt_broker
+from netwatch.mqtt.broker import Broker
 from netwatch.topology import (
     DEFAULT_PATH,
     DrillSchedule,
@@ -94,7 +96,9 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     parser.add_argument("--agent-socket", metavar="PATH", help="the town agent's control socket")
     parser.add_argument(
-        "--mqtt", help="broker URL for the result, or 'off' (default: the topology's)"
+        "--mqtt",
+        help="broker URL for the result, or 'off' (default: the topology's); mqtts:// with "
+        "the town's --ca/--cert/--key (in the lab: the lab's)",
     )
     parser.add_argument(
         "--lab-run-dir",
@@ -116,6 +120,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.add_argument(
         "--degraded", metavar="TIME", help="the degraded load test's length (default: drills:)"
     )
+    mqtt_broker.add_arguments(parser)
     parser.set_defaults(run=run)
 
 
@@ -209,7 +214,7 @@ def _one(
     if report_dir.exists() and any(report_dir.iterdir()):
         raise UserError(f"--report-dir {report_dir}: not empty (a report is never overwritten)")
     plan = make_plan(topo)
-    mqtt = args.mqtt if args.mqtt is not None else topo.opscenter.mqtt
+    mqtt = _broker(args, topo, town.id, lab)
     lock_dir = RunDir.of(lab).root / "drills" if lab else Path(DEFAULT_LOCK_DIR)
     setup = DrillSetup(
         topo=topo,
@@ -221,13 +226,28 @@ def _one(
         socket_path=control.find_socket(topo, town.id, args.agent_socket, lab_run_dir=lab),
         netns=plan.nodes[town.id].netns if lab else None,
         lock_path=lock_dir / f"drill-{town.id}.lock",
-        mqtt=None if mqtt == "off" else mqtt,
+        mqtt=mqtt,
         mqtt_netns=plan.nodes["ops"].netns if lab else None,
         lab_run_dir=lab,
         progress=_progress,
     )
     record: DrillRecord = Drill(setup).run()
     return record.exit_code
+
+
+def _broker(args: argparse.Namespace, topo: Topology, town: str, lab: str | None) -> Broker | None:
+    """Where the result goes, as the town: a town may write only its own
+    topics.  In the lab, the town's certificate from the lab's PKI unless
+    --cert says otherwise."""
+    url = args.mqtt if args.mqtt is not None else topo.opscenter.mqtt
+    if url == "off":
+        return None
+    if lab and args.cert is None and args.mqtt is None:
+        from netwatch.lab import mqtt as lab_mqtt
+        from netwatch.lab.rundir import RunDir
+
+        return lab_mqtt.client(topo, RunDir.of(lab), town)
+    return mqtt_broker.from_arguments(url, args)
 
 
 def _progress(text: str) -> None:

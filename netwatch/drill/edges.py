@@ -25,6 +25,7 @@ from typing import Any, Protocol
 from netwatch.drill.record import LoadSummary
 from netwatch.emulator.netns import entered
 from netwatch.errors import UserError
+from netwatch.mqtt.broker import Broker
 
 COMMAND_TIMEOUT_S = 120.0  # an operator's fault or restore command
 LOAD_STOP_S = 15.0  # a load test asked to stop gets this long before it is killed
@@ -270,7 +271,7 @@ def loadprobe_argv(
 
 
 def publish(
-    url: str, items: Sequence[tuple[str, bytes, bool]], *, netns: str | None = None
+    broker: Broker, items: Sequence[tuple[str, bytes, bool]], *, netns: str | None = None
 ) -> str | None:
     """Publish (topic, payload, retain) at QoS 1; None when done, else why
     not (a drill's report never depends on the broker)."""
@@ -279,7 +280,7 @@ def publish(
     def work() -> None:
         with entered(netns) if netns else nullcontext():
             try:
-                asyncio.run(_publish(url, items))
+                asyncio.run(_publish(broker, items))
             except Exception as exc:
                 result.append(f"{type(exc).__name__}: {exc}")
                 return
@@ -288,16 +289,15 @@ def publish(
     thread = threading.Thread(target=work, name="drill-publish", daemon=True)
     thread.start()
     thread.join(PUBLISH_TIMEOUT_S + 2.0)
-    return result[0] if result else f"no answer from {url} within {PUBLISH_TIMEOUT_S:g} s"
+    return result[0] if result else f"no answer from {broker} within {PUBLISH_TIMEOUT_S:g} s"
 
 
-async def _publish(url: str, items: Sequence[tuple[str, bytes, bool]]) -> None:
+async def _publish(broker: Broker, items: Sequence[tuple[str, bytes, bool]]) -> None:
     import aiomqtt
 
-    from netwatch.mqtt.publisher import parse_broker_url
-
-    host, port = parse_broker_url(url)
     async with asyncio.timeout(PUBLISH_TIMEOUT_S):
-        async with aiomqtt.Client(host, port, identifier=f"netwatch-drill-{os.getpid()}") as client:
+        async with aiomqtt.Client(
+            **broker.client_options(), identifier=f"netwatch-drill-{os.getpid()}"
+        ) as client:
             for topic, payload, retain in items:
                 await client.publish(topic, payload, qos=1, retain=retain)

@@ -40,6 +40,7 @@ from netwatch.drill.observer import KINDS, Observer, Probe
 from netwatch.drill.record import DrillRecord, LoadSummary, Mark, Step
 from netwatch.drill.report import write_drill_report
 from netwatch.messages import DrillStatus
+from netwatch.mqtt.broker import Broker
 from netwatch.topology import DrillSettings, Topology, Town
 
 GUARD_S = 0.25  # how often stop conditions are checked
@@ -72,7 +73,7 @@ class DrillSetup:
     socket_path: Path
     netns: str | None  # where the observer runs: the town's side
     lock_path: Path
-    mqtt: str | None = None
+    mqtt: Broker | None = None
     mqtt_netns: str | None = None
     lab_run_dir: str | None = None
     progress: Callable[[str], None] = print
@@ -568,16 +569,16 @@ class Drill:
         self._send(items)
 
     def _send(self, items: list[tuple[Any, bool]]) -> None:
-        url = self.setup.mqtt
-        if url is None:
+        broker = self.setup.mqtt
+        if broker is None:
             return
         problem = publish(
-            url,
+            broker,
             [(m.topic, m.to_json(), retain) for m, retain in items],
             netns=self.setup.mqtt_netns,
         )
         if problem is not None:
-            self.setup.progress(f"WARNING: not published to {url}: {problem}")
+            self.setup.progress(f"WARNING: not published to {broker}: {problem}")
             self.record.versions["published"] = f"no: {problem}"
 
 

@@ -70,7 +70,7 @@ def up(
     run.create()
     state = LabState.new(topology_path, run_dir)
     try:
-        _build(plan, state, run)
+        _build(topo, plan, state, run)
     except BaseException:
         # Leave nothing half-built behind; the operator gets the first error.
         down(run_dir, topo)
@@ -123,7 +123,7 @@ def _plan_namespaces(plan: Plan) -> list[str]:
     return [node.netns for node in plan.nodes.values()]
 
 
-def _build(plan: Plan, state: LabState, run: RunDir) -> None:
+def _build(topo: Topology, plan: Plan, state: LabState, run: RunDir) -> None:
     for node in plan.nodes.values():
         _run(["ip", "netns", "add", node.netns])
         state.namespaces.append(node.netns)
@@ -133,7 +133,7 @@ def _build(plan: Plan, state: LabState, run: RunDir) -> None:
     for node in plan.nodes.values():
         _configure_node(node)
     services.start_target(plan, state, run)
-    services.start_broker(plan, state, run)
+    services.start_broker(topo, plan, state, run)
 
 
 def _run(argv: list[str]) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from netwatch.constants import MAIN_TABLE, RTPROT_NETWATCH
-from netwatch.lab.rundir import RunDir
+from netwatch.mqtt.broker import parse_broker_url
 from netwatch.topology import LinkProfile, Topology
 
 NS_PREFIX = "nw-"
@@ -176,7 +176,7 @@ def make_plan(topo: Topology) -> Plan:
     )
 
     _add_routes(topo, nodes, links, dc_node, ops_node)
-    mqtt = urlsplit(ops.mqtt)
+    mqtt = parse_broker_url(ops.mqtt)
     return Plan(
         nodes=nodes,
         links=links,
@@ -184,8 +184,8 @@ def make_plan(topo: Topology) -> Plan:
         ops_node=ops_node,
         app_address=IPv4Address(app.hostname or ""),
         app_port=app.port or 80,
-        broker_address=IPv4Address(mqtt.hostname or ""),
-        broker_port=mqtt.port or 1883,
+        broker_address=IPv4Address(mqtt[0]),
+        broker_port=mqtt[1],
     )
 
 
@@ -253,24 +253,3 @@ def _add_routes(
         nodes[ops_node].routes.append(
             Route(IPv4Network("0.0.0.0/0"), ops_link.a.address.ip, ops_link.b.ifname)
         )
-
-
-def broker_config(plan: Plan, run: RunDir) -> str:
-    """mosquitto.conf of the lab's broker in the operations center."""
-    return "\n".join(
-        [
-            "# written by `netwatch lab up`; the lab's broker in the operations center",
-            "user root",
-            f"listener {plan.broker_port} 0.0.0.0",
-            "allow_anonymous true",
-            "persistence true",
-            f"persistence_location {run.mosquitto}/",
-            f"log_dest file {run.log('mosquitto')}",
-            "log_type error",
-            "log_type warning",
-            "log_type notice",
-            "log_type information",
-            "connection_messages true",
-            "",
-        ]
-    )

@@ -4,7 +4,9 @@
     links/<link>.sock        each link emulator's control socket (owner only)
     logs/<name>.log          every process's log
     dc/target.sqlite3        the reference application's ledger
-    mosquitto/               the broker's configuration and persistence
+    mosquitto/               the broker's configuration, ACL and persistence
+    pki/                     the lab's MQTT CA, the broker's and each
+                             identity's certificate and key (lab/mqtt.py)
     opscenter/opscenter.sqlite3   the operations center's database
     prometheus/              the lab's Prometheus: its configuration, rules,
                              scrape targets (loadprobe adds its own) and data
@@ -45,6 +47,15 @@ class RunDir:
     @property
     def broker_conf(self) -> Path:
         return self.mosquitto / "mosquitto.conf"
+
+    @property
+    def broker_acl(self) -> Path:
+        return self.mosquitto / "acl"
+
+    @property
+    def pki(self) -> Path:
+        """The lab's CA and every identity's certificate and key (lab/mqtt.py)."""
+        return self.root / "pki"
 
     @property
     def ledger(self) -> Path:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import enum
 import os
+import pwd
 import shutil
 import socket
 import sys
@@ -23,12 +24,14 @@ from urllib.parse import urlsplit
 
 from netwatch.emulator.netns import entered
 from netwatch.errors import LabError
+from netwatch.lab import mqtt as lab_mqtt
 from netwatch.lab.namespaces import require_root
-from netwatch.lab.plan import Plan, broker_config, make_plan
+from netwatch.lab.plan import Plan, make_plan
 from netwatch.lab.procs import running, spawn, stop, wait_until
 from netwatch.lab.rundir import RunDir
 from netwatch.lab.state import LabState, ProcRecord
 from netwatch.monitoring.files import Scrape, prometheus_files
+from netwatch.pki import OPSCENTER_CN
 from netwatch.topology import Topology, load
 
 READY_TIMEOUT = 20.0
@@ -101,17 +104,43 @@ def start_target(plan: Plan, state: LabState, run: RunDir) -> None:
     wait_listening(record, str(plan.app_address), plan.app_port, APP_READY_TIMEOUT)
 
 
-def start_broker(plan: Plan, state: LabState, run: RunDir) -> None:
+def start_broker(topo: Topology, plan: Plan, state: LabState, run: RunDir) -> None:
+    """Mosquitto in nw-ops: TLS with the lab's PKI (made here) and the
+    fleet's ACL, as the unprivileged user `mosquitto` (lab/mqtt.py)."""
     mosquitto = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
     if not os.path.exists(mosquitto):
         raise LabError("mosquitto is not installed (apt-get install mosquitto)")
-    run.broker_conf.write_text(broker_config(plan, run), encoding="utf-8")
+    tls = topo.opscenter.mqtt.startswith("mqtts:")
+    if tls:
+        lab_mqtt.make_pki(topo, plan, run)
+    run.broker_acl.write_text(lab_mqtt.acl(), encoding="utf-8")
+    run.broker_conf.write_text(lab_mqtt.broker_config(plan, run, tls=tls), encoding="utf-8")
     conf = str(run.broker_conf)
     netns = plan.nodes[plan.ops_node].netns
     service = Service(Kind.BROKER)
-    record = _start(service, [mosquitto, "-c", conf], state, run, marker=conf, netns=netns,
+    argv = _broker_argv([mosquitto, "-c", conf], run)
+    record = _start(service, argv, state, run, marker=conf, netns=netns,
                     log=run.log("mosquitto.stdout"))  # fmt: skip
     wait_listening(record, str(plan.broker_address), plan.broker_port, READY_TIMEOUT)
+
+
+BROKER_USER = "mosquitto"  # Debian's package makes it; Mosquitto drops to it when started as root
+
+
+def _broker_argv(argv: list[str], run: RunDir) -> list[str]:
+    """Mosquitto starts as root, reads its configuration and drops to its
+    own user before it opens anything else: the ACL, the certificates, the
+    log and the persistence must be that user's to read and write."""
+    try:
+        owner = pwd.getpwnam(BROKER_USER)
+    except KeyError:
+        raise LabError(f"no user {BROKER_USER!r} (apt-get install mosquitto makes it)") from None
+    log = run.log("mosquitto")
+    log.touch()
+    for path in (run.mosquitto, run.broker_acl, run.broker_conf, log, run.pki / "broker.key"):
+        if path.exists():
+            os.chown(path, owner.pw_uid, owner.pw_gid)
+    return argv
 
 
 def opscenter_url(plan: Plan) -> str:
@@ -131,6 +160,7 @@ def start_opscenter(plan: Plan, state: LabState) -> bool:
         "--topology", state.topology,
         "--listen", f"{plan.broker_address}:{OPSCENTER_PORT}",
         "--db", str(db),
+        *_mqtt_arguments(load(state.topology), run, OPSCENTER_CN),
     ]  # fmt: skip
     netns = plan.nodes[plan.ops_node].netns
     record = _start(service, argv, state, run, marker=f"--db {db}", netns=netns)
@@ -203,6 +233,7 @@ def start_agents(topo: Topology, plan: Plan, state: LabState, policy: str | None
             "--spool", str(spool),
             "--metrics-listen", f"127.0.0.1:{AGENT_METRICS_PORT}",
             "--control-socket", str(run.agent_control(town.id)),
+            *_mqtt_arguments(topo, run, town.id),
         ]  # fmt: skip
         if policy is not None:
             argv += ["--policy", policy]
@@ -219,6 +250,14 @@ def start_agents(topo: Topology, plan: Plan, state: LabState, policy: str | None
     for record in started:
         wait_listening(record, "127.0.0.1", AGENT_METRICS_PORT, READY_TIMEOUT)
     return len(started)
+
+
+def _mqtt_arguments(topo: Topology, run: RunDir, identity: str) -> list[str]:
+    """--ca/--cert/--key of a lab client: its identity's files in the lab's PKI."""
+    broker = lab_mqtt.client(topo, run, identity)
+    if broker.cert is None or broker.key is None or broker.ca is None:
+        return []
+    return ["--ca", str(broker.ca), "--cert", str(broker.cert), "--key", str(broker.key)]
 
 
 def stop_service(run_dir: str, service: str) -> bool:

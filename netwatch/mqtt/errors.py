@@ -2,7 +2,8 @@
 
     UserError (netwatch.errors)   printed by the CLI as one line, exit 2
       MqttSetupError              the publisher cannot start as configured
-        BadBrokerUrl              the broker URL is not mqtt://HOST[:PORT]
+        BadBrokerUrl              the broker URL, its TLS files or its
+                                  credentials cannot be used (broker.py)
         SpoolError                the spool directory cannot be used
           SpoolLockedError        another publisher holds the spool
 
@@ -21,7 +22,8 @@ class MqttSetupError(UserError):
 
 
 class BadBrokerUrl(MqttSetupError, ValueError):
-    """The broker URL is not ``mqtt://HOST[:PORT]``."""
+    """The broker URL is not ``mqtt[s]://HOST[:PORT]``, or the TLS files and
+    credentials given with it cannot be used."""
 
 
 class SpoolError(MqttSetupError):

@@ -74,7 +74,6 @@ from functools import partial
 from pathlib import Path
 from types import TracebackType
 from typing import Self, TypeVar, cast
-from urllib.parse import urlsplit
 
 import aiomqtt
 
@@ -87,7 +86,7 @@ from netwatch.messages import (
     StateMessage,
     topic,
 )
-from netwatch.mqtt.errors import BadBrokerUrl
+from netwatch.mqtt.broker import Broker, parse_broker
 from netwatch.mqtt.spool import Spool, SpooledMessage
 
 log = logging.getLogger(__name__)
@@ -100,18 +99,6 @@ T = TypeVar("T")
 # What the writer thread reports to the loop after a job: the value or the
 # error, and the spool's (length, dropped) once the job is done.
 _Done = Callable[[T | None, BaseException | None], None]
-
-
-def parse_broker_url(url: str) -> tuple[str, int]:
-    """``mqtt://HOST[:PORT]`` -> ``(host, port)``; the port defaults to 1883."""
-    parts = urlsplit(url)
-    try:
-        port = parts.port or 1883
-    except ValueError:
-        port = -1
-    if parts.scheme != "mqtt" or not parts.hostname or parts.path not in ("", "/") or port < 1:
-        raise BadBrokerUrl(f"expected a broker URL like mqtt://HOST:1883, got {url!r}")
-    return parts.hostname, port
 
 
 class Publisher:
@@ -137,7 +124,7 @@ class Publisher:
         self,
         *,
         town: str,
-        url: str,
+        url: str | Broker,
         spool_dir: str | os.PathLike[str],
         client_id: str | None = None,
         keepalive: int = 5,
@@ -147,8 +134,8 @@ class Publisher:
         spool_max_messages: int = 10_000,
     ) -> None:
         self.town = town
-        self.url = url
-        self._host, self._port = parse_broker_url(url)
+        self.broker = url if isinstance(url, Broker) else parse_broker(url)
+        self.url = str(self.broker)  # what logs show: never a secret
         self._online_topic = topic(town, Kind.ONLINE)  # also validates the town
         self._spool_dir = Path(spool_dir)
         self._spool_max = spool_max_messages
@@ -497,8 +484,7 @@ class Publisher:
     def _new_client(self) -> aiomqtt.Client:
         will = OnlineMessage(town=self.town, online=False)
         client = aiomqtt.Client(
-            self._host,
-            self._port,
+            **self.broker.client_options(),
             identifier=self.client_id,
             keepalive=self._keepalive,
             timeout=self._timeout,

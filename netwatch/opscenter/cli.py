@@ -8,9 +8,10 @@ import logging
 import socket
 import sys
 
+from netwatch import webconfig
 from netwatch.errors import UserError
+from netwatch.mqtt import broker as mqtt_broker
 from netwatch.mqtt.errors import BadBrokerUrl
-from netwatch.mqtt.publisher import parse_broker_url
 from netwatch.opscenter.fleet import DEFAULT_STALE_AFTER_S
 from netwatch.opscenter.service import CLIENT_ID, Opscenter, Settings
 from netwatch.opscenter.store import DEFAULT_RETENTION_S, Store
@@ -34,10 +35,15 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         ),
     )
     parser.add_argument("--topology", default=DEFAULT_PATH, help=f"default: {DEFAULT_PATH}")
-    parser.add_argument("--mqtt", help="broker URL (default: the topology's opscenter.mqtt)")
+    parser.add_argument(
+        "--mqtt",
+        help="broker URL, mqtts://HOST:8883 with --ca/--cert/--key (the certificate's CN "
+        "'opscenter' may read every town's topics) (default: the topology's opscenter.mqtt)",
+    )
     parser.add_argument(
         "--listen", default=DEFAULT_LISTEN, help=f"HOST:PORT for HTTP (default: {DEFAULT_LISTEN})"
     )
+    webconfig.add_argument(parser)
     parser.add_argument(
         "--db",
         default=DEFAULT_DB,
@@ -65,6 +71,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.add_argument(
         "--log-level", default="info", choices=("debug", "info", "warning", "error")
     )
+    mqtt_broker.add_arguments(parser)
     parser.set_defaults(run=run)
 
 
@@ -89,10 +96,11 @@ def run(args: argparse.Namespace) -> int:
     topo = load_for_command(args.topology)
     mqtt = args.mqtt or str(topo.opscenter.mqtt)
     try:
-        parse_broker_url(mqtt)
+        broker = mqtt_broker.from_arguments(mqtt, args)
     except BadBrokerUrl as exc:
         raise UserError(f"--mqtt: {exc}") from None
     host, port = _listen(args.listen)
+    web = webconfig.load_option(args.web_config_file)
     logging.basicConfig(
         level=args.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -108,8 +116,8 @@ def run(args: argparse.Namespace) -> int:
         except OSError as exc:
             raise UserError(f"--listen {host}:{port}: {exc.strerror or exc}") from None
         settings = Settings(
-            mqtt=mqtt, host=host, port=listener.getsockname()[1], db=args.db,
-            client_id=args.client_id, stale_after=args.stale_after,
+            mqtt=broker, host=host, port=listener.getsockname()[1], db=args.db,
+            client_id=args.client_id, stale_after=args.stale_after, web=web,
         )  # fmt: skip
         with listener:
             asyncio.run(_serve(topo, settings, store, listener))

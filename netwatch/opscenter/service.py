@@ -34,9 +34,9 @@ from dataclasses import dataclass
 import aiomqtt
 import uvicorn
 
-from netwatch import messages
+from netwatch import messages, webconfig
 from netwatch.messages import Kind
-from netwatch.mqtt.publisher import parse_broker_url
+from netwatch.mqtt.broker import Broker
 from netwatch.opscenter import ingest
 from netwatch.opscenter.fleet import DEFAULT_STALE_AFTER_S, Fleet
 from netwatch.opscenter.metrics import ServiceMetrics
@@ -64,13 +64,14 @@ SUBSCRIBE_QOS = {Kind.STATE: 0, Kind.EVENT: 1, Kind.METRICS: 0, Kind.ONLINE: 1, 
 
 @dataclass(frozen=True)
 class Settings:
-    mqtt: str
+    mqtt: Broker  # str() of it is what logs show: never a secret
     host: str
     port: int
     db: str
     client_id: str = CLIENT_ID
     stale_after: float = DEFAULT_STALE_AFTER_S
     max_payload: int = ingest.MAX_PAYLOAD_BYTES
+    web: webconfig.WebConfig | None = None  # --web-config-file: TLS, basic auth
 
 
 def _handled_on_arrival(
@@ -91,7 +92,6 @@ def _handled_on_arrival(
 class Opscenter:
     def __init__(self, topo: Topology, settings: Settings, store: Store) -> None:
         self.settings = settings
-        self.host, self.port = parse_broker_url(settings.mqtt)
         self.fleet = Fleet(topo, stale_after=settings.stale_after)
         self.fleet.replay(store.history())
         self.store = store
@@ -145,8 +145,7 @@ class Opscenter:
         while not self._stop.is_set():
             try:
                 async with aiomqtt.Client(
-                    self.host,
-                    self.port,
+                    **self.settings.mqtt.client_options(),
                     identifier=self.settings.client_id,
                     clean_session=False,  # QoS 1 events wait for us while we are down
                     keepalive=KEEPALIVE_S,
@@ -243,12 +242,13 @@ class Opscenter:
         """Serve on `listener` (bound by the caller, so a port in use is an
         error before anything starts) until SIGTERM/SIGINT or `stop`."""
         config = uvicorn.Config(
-            create_app(self.ctx),
+            webconfig.guard_asgi(create_app(self.ctx), self.settings.web),
             host=self.settings.host,
             port=self.settings.port,
             log_level="warning",
             access_log=False,
             lifespan="off",
+            ssl_context_factory=webconfig.ssl_context_factory(self.settings.web),
         )
         server = uvicorn.Server(config)
         loop = asyncio.get_running_loop()
@@ -261,9 +261,9 @@ class Opscenter:
             asyncio.create_task(server.serve(sockets=[listener]), name="opscenter-http"),
         ]
         log.info(
-            "operations center for %d towns: http://%s:%d/ (broker %s, database %s)",
-            len(self.towns), self.settings.host, self.settings.port, self.settings.mqtt,
-            self.settings.db,
+            "operations center for %d towns: %s://%s:%d/ (broker %s, database %s)",
+            len(self.towns), webconfig.scheme(self.settings.web), self.settings.host,
+            self.settings.port, self.settings.mqtt, self.settings.db,
         )  # fmt: skip
         stopped = asyncio.create_task(self._stop.wait(), name="opscenter-stop")
         done, _ = await asyncio.wait([*tasks, stopped], return_when=asyncio.FIRST_COMPLETED)
