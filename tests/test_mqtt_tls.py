@@ -23,7 +23,8 @@ from netwatch import pki
 from netwatch.cli import main as netwatch_main
 from netwatch.messages import OnlineMessage
 from netwatch.mqtt import broker as mqtt_broker
-from netwatch.mqtt.broker import PASSWORD_ENV, BadBrokerUrl, parse_broker, parse_broker_url
+from netwatch.mqtt.broker import PASSWORD_ENV, parse_broker, parse_broker_url
+from netwatch.mqtt.errors import BadBrokerUrl
 from netwatch.mqtt.mosquitto import ACL, tls_listener
 from netwatch.mqtt.publisher import Publisher
 
@@ -70,7 +71,7 @@ def test_a_password_in_the_url_is_refused_and_never_repeated() -> None:
 )
 def test_bad_broker_settings_are_one_line(url: str, kwargs: dict[str, str], reason: str) -> None:
     with pytest.raises(BadBrokerUrl, match=reason) as caught:
-        parse_broker(url, **kwargs)  # type: ignore[arg-type]
+        parse_broker(url, **kwargs)
     assert "\n" not in str(caught.value)
 
 
