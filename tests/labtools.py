@@ -6,6 +6,7 @@ import http.client
 import json
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -22,10 +23,13 @@ from netwatch.constants import SO_MARK
 from netwatch.emulator.control import EmulatorClient
 from netwatch.emulator.netns import entered
 from netwatch.lab import links
+from netwatch.lab import mqtt as lab_mqtt
 from netwatch.lab.namespaces import existing_namespaces, namespace_pids
 from netwatch.lab.plan import Plan, make_plan
 from netwatch.lab.rundir import RunDir
 from netwatch.lab.state import LabState
+from netwatch.mqtt.broker import Broker
+from netwatch.pki import OPSCENTER_CN
 from netwatch.topology import Topology, load
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -99,17 +103,19 @@ def mqtt_connack(
     mark: int | None = None,
     client_id: str = "labtest",
     timeout: float = 3.0,
+    tls: ssl.SSLContext | None = None,
 ) -> bytes:
-    """Send an MQTT 3.1.1 CONNECT and return the broker's first 4 bytes (a
-    CONNACK is 20 02 00 00 when accepted)."""
+    """Send an MQTT 3.1.1 CONNECT (over `tls`, if given) and return the
+    broker's first 4 bytes (a CONNACK is 20 02 00 00 when accepted)."""
     cid = client_id.encode()
     variable = b"\x00\x04MQTT\x04\x02\x00\x3c"
     payload = len(cid).to_bytes(2, "big") + cid
     body = variable + payload
     packet = b"\x10" + bytes([len(body)]) + body
-    with tcp_socket_in(netns, mark=mark) as sock:
-        sock.settimeout(timeout)
-        sock.connect((host, port))
+    with tcp_socket_in(netns, mark=mark) as plain:
+        plain.settimeout(timeout)
+        plain.connect((host, port))
+        sock = tls.wrap_socket(plain, server_hostname=host) if tls else plain
         sock.sendall(packet)
         reply = b""
         while len(reply) < 4:
@@ -148,6 +154,26 @@ class Lab:
 
     def broker(self) -> tuple[str, int]:
         return str(self.plan.broker_address), self.plan.broker_port
+
+    def mqtt_client(self, identity: str = OPSCENTER_CN) -> Broker:
+        """How `identity` reaches the lab's broker: its certificate, over TLS."""
+        return lab_mqtt.client(self.topo, RunDir.of(self.run_dir), identity)
+
+    def tls_args(self, identity: str) -> list[str]:
+        """An agent's (or the operations center's) --ca/--cert/--key in the lab."""
+        broker = self.mqtt_client(identity)
+        if not broker.tls:
+            return []
+        return ["--ca", str(broker.ca), "--cert", str(broker.cert), "--key", str(broker.key)]
+
+    def mosquitto_args(self, identity: str = OPSCENTER_CN) -> list[str]:
+        """mosquitto_pub/sub's address and TLS options, as `identity`."""
+        broker = self.mqtt_client(identity)
+        args = ["-h", broker.host, "-p", str(broker.port)]
+        if broker.tls:
+            args += ["--cafile", str(broker.ca), "--cert", str(broker.cert),
+                     "--key", str(broker.key)]  # fmt: skip
+        return args
 
 
 def build_lab(
@@ -236,14 +262,16 @@ class MqttTap:
     what was queued for it while the broker was down, once it is back)."""
 
     def __init__(self, lab: Lab, topic_filter: str, client_id: str) -> None:
-        host, port = lab.broker()
+        args = lab.mosquitto_args(OPSCENTER_CN)  # the identity that may read every town
         netns = lab.plan.nodes[lab.plan.ops_node].netns
         self.messages: list[tuple[str, dict[str, Any]]] = []
         self._lock = threading.Lock()
-        ready_topic = f"labtest/tap/{client_id}"
+        # Under the identity's own prefix (the ACL lets it write nothing
+        # else), a level deeper than any topic the operations center takes.
+        ready_topic = f"netwatch/v1/{OPSCENTER_CN}/labtest/{client_id}"
         self._proc = subprocess.Popen(
             ["ip", "netns", "exec", netns, "mosquitto_sub",
-             "-h", host, "-p", str(port), "-q", "1", "-c", "-i", client_id, "-v",
+             *args, "-q", "1", "-c", "-i", client_id, "-v",
              "-t", topic_filter, "-t", ready_topic],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
         )  # fmt: skip
@@ -253,7 +281,7 @@ class MqttTap:
         # Subscribed for sure once our own message comes back.
         def ready() -> bool:
             subprocess.run(
-                ["ip", "netns", "exec", netns, "mosquitto_pub", "-h", host, "-p", str(port),
+                ["ip", "netns", "exec", netns, "mosquitto_pub", *args,
                  "-q", "1", "-t", ready_topic, "-m", "{}"],
                 check=False, capture_output=True, timeout=10,
             )  # fmt: skip
@@ -294,10 +322,9 @@ class MqttTap:
 
 def retained(lab: Lab, topic: str) -> dict[str, Any] | None:
     """The retained message of `topic`, read by a fresh subscriber."""
-    host, port = lab.broker()
     result = subprocess.run(
         ["ip", "netns", "exec", lab.plan.nodes[lab.plan.ops_node].netns, "mosquitto_sub",
-         "-h", host, "-p", str(port), "-t", topic, "-C", "1", "-W", "3", "--retained-only"],
+         *lab.mosquitto_args(), "-t", topic, "-C", "1", "-W", "3", "--retained-only"],
         capture_output=True, text=True, timeout=10, check=False,
     )  # fmt: skip
     try:

@@ -8,9 +8,12 @@ are watched by sampling `ip route get`, also outside the agent.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
+import socket
+import struct
 import subprocess
 import sys
 import time
@@ -34,6 +37,7 @@ from labtools import (
 )
 from prometheus_client.parser import text_string_to_metric_families
 
+from netwatch.emulator.netns import entered
 from netwatch.lab import links
 from netwatch.lab.observer import DataPlaneObserver
 from netwatch.topology.units import parse_duration, parse_percentage
@@ -132,7 +136,7 @@ def start_agent(lab: Lab, topology: Path, tmp_path: Path) -> Iterator[Starter]:
         argv = [
             sys.executable, "-m", "netwatch.cli", "agent", "--town", town,
             "--topology", str(topology), "--spool", str(tmp_path / f"spool-{town}"),
-            "--metrics-listen", f"127.0.0.1:{METRICS_PORT}", *extra,
+            "--metrics-listen", f"127.0.0.1:{METRICS_PORT}", *lab.tls_args(town), *extra,
         ]  # fmt: skip
         run = AgentRun(lab, town, argv, tmp_path / f"agent-{town}.log")
         runs.append(run)
@@ -791,3 +795,75 @@ def test_a_missing_source_address_is_said_once(tmp_path: Path) -> None:
     lines = [line for line in log.read_text().splitlines() if "not on this host" in line]
     assert len(lines) == 6, lines  # 2 paths x 3 kinds
     assert "source address 10.10.1.2 is not on this host" in log.read_text()
+
+
+# --- 12. spoofed replies --------------------------------------------------------------
+
+
+def _sniff_echo_request(lab: Lab, source: str, timeout: float = 5.0) -> tuple[int, int]:
+    """The identifier and sequence of an echo request from `source`, as the
+    data center sees it (an attacker there sees the same)."""
+    with entered(lab.plan.nodes[lab.plan.dc_node].netns):
+        sniffer = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+    with sniffer:
+        sniffer.settimeout(0.5)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with contextlib.suppress(TimeoutError):
+                packet = sniffer.recv(2048)
+                header = (packet[0] & 0x0F) * 4
+                icmp_type, _, _, ident, seq = struct.unpack_from("!BBHHH", packet, header)
+                if icmp_type == 8 and socket.inet_ntoa(packet[12:16]) == source:
+                    return ident, seq
+    raise AssertionError(f"no echo request from {source} within {timeout} s")
+
+
+def _echo_reply(ident: int, seq: int, payload: bytes) -> bytes:
+    def checksum(data: bytes) -> int:
+        total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+        total = (total & 0xFFFF) + (total >> 16)
+        return int(~((total & 0xFFFF) + (total >> 16)) & 0xFFFF)
+
+    body = struct.pack("!BBHHH", 0, 0, 0, ident, seq) + payload
+    return body[:2] + struct.pack("!H", checksum(body)) + body[4:]
+
+
+def test_spoofed_echo_replies_are_foreign_and_change_nothing(
+    lab: Lab, start_agent: Starter
+) -> None:
+    """From the data center's namespace, with the identifier and sequence
+    read off the town's own requests: while the primary's requests no longer
+    arrive (its uplink cut), forged replies from the target's address with
+    every nearby sequence number and a guessed nonce flood the town.  They
+    are counted as foreign and the town fails over as if they were not
+    there."""
+    town = lab.topo.town("takaharu")
+    primary = next(p for p in town.paths if p.role == "primary")
+    target = str(lab.topo.datacenter.targets.icmp)
+    agent = start_agent(town.id)
+    before = agent.metric("netwatch_icmp_replies_ignored", reason="foreign") or 0.0
+    ident, seq = _sniff_echo_request(lab, str(primary.address.ip))
+    links.cut(lab.topo, lab.run_dir, town.id, "primary", "up")  # replies still come down
+    with entered(lab.plan.nodes[lab.plan.dc_node].netns):
+        spoofer = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+    sent = 0
+    with spoofer:
+        spoofer.bind((target, 0))  # from the target's own address, as a real reply
+        deadline = time.monotonic() + 3.0
+        while route_dev(agent.netns) != "flets0" and time.monotonic() < deadline:
+            for _ in range(50):  # a burst over the next sequence numbers, then a look
+                guess = (seq + 5 + sent) & 0xFFFF  # past what was answered before the cut
+                reply = _echo_reply(ident, guess, os.urandom(16))  # the nonce is not on the wire
+                spoofer.sendto(reply, (str(primary.address.ip), 0))
+                sent += 1
+            time.sleep(0.02)
+    _wait_dev(agent.netns, "flets0", timeout=5.0)
+    links.restore(lab.topo, lab.run_dir, town.id, "primary", "up")
+
+    def counted() -> float:
+        return (agent.metric("netwatch_icmp_replies_ignored", reason="foreign") or 0.0) - before
+
+    # Each is counted (a raw socket's queue may drop a few of a burst: 90 %).
+    wait_for(lambda: counted() >= 0.9 * sent, timeout=10, what=f"{sent} forged replies counted")
+    assert sent >= 50
+    assert agent.metric("netwatch_path_up", path="primary") == 0.0

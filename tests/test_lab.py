@@ -206,6 +206,7 @@ def test_mosquitto_answers_every_town_over_either_path(lab: Lab) -> None:
                 *lab.broker(),
                 mark=path.mark,
                 client_id=f"test-{town.id}-{path.name}",
+                tls=lab.mqtt_client(town.id).tls_context,
             )
             assert reply == b"\x20\x02\x00\x00", (town.id, path.name, reply)
 

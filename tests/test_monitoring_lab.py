@@ -159,9 +159,8 @@ def publish_drill_result(lab: Lab, town: str) -> None:
         detection_s=0.15,
         load_passed=True,
     )
-    host, port = lab.broker()
     done = subprocess.run(
-        ["ip", "netns", "exec", ops(lab), "mosquitto_pub", "-h", host, "-p", str(port),
+        ["ip", "netns", "exec", ops(lab), "mosquitto_pub", *lab.mosquitto_args(town),
          "-q", "1", "-r", "-t", message.topic, "-m", message.to_json().decode()],
         capture_output=True, text=True, timeout=10, check=False,
     )  # fmt: skip

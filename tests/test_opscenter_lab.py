@@ -28,7 +28,8 @@ from labtools import (
 
 from netwatch.lab.services import OPSCENTER_PORT
 from netwatch.lab.state import LabState
-from netwatch.messages import parse_ts
+from netwatch.messages import OnlineMessage, parse_ts
+from netwatch.pki import OPSCENTER_CN
 
 pytestmark = [pytest.mark.lab, needs_root, pytest.mark.slow]
 
@@ -74,9 +75,13 @@ def lab_cmd(lab: Lab, *args: str) -> None:
     assert done.returncode == 0, done.stderr
 
 
-def publish(lab: Lab, topic: str, payload: bytes, *, retain: bool = False) -> None:
-    host, port = lab.broker()
-    argv = ["ip", "netns", "exec", ops(lab), "mosquitto_pub", "-h", host, "-p", str(port)]
+def publish(
+    lab: Lab, topic: str, payload: bytes, *, retain: bool = False, identity: str | None = None
+) -> None:
+    """mosquitto_pub as the topic's town (the only identity the broker lets
+    write there), or as `identity`."""
+    who = identity or topic.split("/")[2]
+    argv = ["ip", "netns", "exec", ops(lab), "mosquitto_pub", *lab.mosquitto_args(who)]
     argv += ["-q", "1", "-t", topic, "-s" if payload else "-n", *(["-r"] if retain else [])]
     subprocess.run(argv, input=payload, check=True, timeout=10, capture_output=True)
 
@@ -250,3 +255,45 @@ def test_bad_messages_are_rejected_and_counted_while_it_serves(lab: Lab) -> None
         assert api(lab, "/api/v1/fleet")["broker"]["connected"] is True
     finally:
         publish(lab, "netwatch/v1/kawaminami/metrics", b"", retain=True)  # clears it
+
+
+def test_a_town_cannot_speak_for_another_nor_a_stranger_connect(lab: Lab) -> None:
+    """With the lab's certificates: Takaharu's identity publishing Nishiki's
+    retained `online` as false is refused by the broker ("Not authorized"),
+    the message reaches nobody and the operations center still shows
+    Nishiki online; a client without a certificate cannot connect at all."""
+    wait_all_ok(lab)
+    forged = OnlineMessage(town="nishiki", online=False).to_json()
+    for intruder in ("takaharu", OPSCENTER_CN):
+        # MQTT 5: the broker's PUBACK says why (3.1.1 would drop it silently).
+        refused = subprocess.run(
+            ["ip", "netns", "exec", ops(lab), "mosquitto_pub", "-V", "mqttv5",
+             *lab.mosquitto_args(intruder), "-q", "1", "-r", "-t", "netwatch/v1/nishiki/online",
+             "-m", forged.decode()],
+            capture_output=True, text=True, timeout=20, check=False,
+        )  # fmt: skip
+        assert "Not authorized" in refused.stderr, (intruder, refused)
+    still = retained(lab, "netwatch/v1/nishiki/online")
+    assert still is not None
+    assert still["online"] is True
+    assert metric(lab, "netwatch_fleet_town_online", town="nishiki") == 1.0
+    assert town(lab, "nishiki")["status"] == "ok"
+
+    broker = lab.mqtt_client(OPSCENTER_CN)
+    host, port = lab.broker()
+    stranger = subprocess.run(
+        ["ip", "netns", "exec", ops(lab), "mosquitto_pub", "-h", host, "-p", str(port),
+         "--cafile", str(broker.ca), "-q", "1", "-t", "netwatch/v1/nishiki/online",
+         "-m", forged.decode()],
+        capture_output=True, text=True, timeout=20, check=False,
+    )  # fmt: skip
+    assert stranger.returncode != 0, stranger
+    plain = subprocess.run(
+        ["ip", "netns", "exec", ops(lab), "mosquitto_pub", "-h", host, "-p", str(port),
+         "-q", "1", "-t", "netwatch/v1/nishiki/online", "-m", forged.decode()],
+        capture_output=True, text=True, timeout=20, check=False,
+    )  # fmt: skip
+    assert plain.returncode != 0, plain
+    still = retained(lab, "netwatch/v1/nishiki/online")
+    assert still is not None
+    assert still["online"] is True
