@@ -29,10 +29,11 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import TextIO
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from loadprobe import verdict
 from loadprobe.samples import Record, RequestRecord, TxRecord, UsersRecord
+from netwatch import webconfig
 from netwatch.topology import TRANSACTIONS
 
 DEFAULT_PORT = 9472
@@ -108,11 +109,13 @@ class LiveMetrics:
             "loadprobe_degradation_factor", "p95 of this run over the baseline's p95", tx
         )
         self.port: int | None = None
+        self.server: webconfig.MetricsServer | None = None
 
-    def serve(self, host: str, port: int) -> int:
-        """Start the HTTP endpoint; returns the port (useful with port 0)."""
-        server, _thread = start_http_server(port, addr=host, registry=self.registry)
-        self.port = int(server.server_port)
+    def serve(self, host: str, port: int, web: webconfig.WebConfig | None = None) -> int:
+        """Start the HTTP endpoint (with `web`'s TLS and basic auth); returns
+        the port (useful with port 0)."""
+        self.server = webconfig.serve_metrics(self.registry, host, port, web)
+        self.port = self.server.port
         return self.port
 
     def start_run(self, path: str) -> None:

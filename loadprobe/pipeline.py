@@ -24,6 +24,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from netwatch.constants import WEB_CONFIG_HELP, WEB_CONFIG_OPTION
 from netwatch.errors import RouteError, UserError
 
 if TYPE_CHECKING:
@@ -177,9 +178,13 @@ def add_options(parser: argparse.ArgumentParser, *, compare: bool) -> None:
         default=DEFAULT_METRICS_PORT,
     )
     parser.add_argument(
-        "--metrics-host", default="0.0.0.0", metavar="ADDRESS", help="(%(default)s)"
+        "--metrics-host",
+        default="127.0.0.1",
+        metavar="ADDRESS",
+        help="address of the Prometheus endpoint (%(default)s: this host only)",
     )
     parser.add_argument("--no-metrics", action="store_true", help="no Prometheus endpoint")
+    parser.add_argument(WEB_CONFIG_OPTION, metavar="PATH", help=WEB_CONFIG_HELP)
     parser.add_argument(
         "--metrics-hold",
         type=float,
@@ -218,9 +223,11 @@ class Context:
 def prepare(args: argparse.Namespace, kind: str) -> Context:
     """Check every input before any load; a problem is a UserError (exit 2)."""
     from loadprobe import scenario as sc_mod
+    from netwatch import webconfig
     from netwatch.emulator.netns import netns_exists
     from netwatch.topology import TopologyError, load
 
+    web = webconfig.load_option(args.web_config_file)
     topology_path = str(Path(args.topology).resolve())
     try:
         topo = load(topology_path)
@@ -278,7 +285,7 @@ def prepare(args: argparse.Namespace, kind: str) -> Context:
             # In the lab the endpoint lives in the operations center's
             # namespace, where the lab's Prometheus scrapes it.
             with entered(ops) if ops else contextlib.nullcontext():
-                port = metrics.serve(args.metrics_host, args.metrics_port)
+                port = metrics.serve(args.metrics_host, args.metrics_port, web)
         except OSError as exc:
             raise UserError(
                 f"cannot serve metrics on {args.metrics_host}:{args.metrics_port}: "
@@ -286,7 +293,8 @@ def prepare(args: argparse.Namespace, kind: str) -> Context:
             ) from None
         ctx.metrics = metrics
         where = f" (in {ops})" if ops else ""
-        _say(ctx, f"metrics: http://{args.metrics_host}:{port}/metrics{where}")
+        url = f"{webconfig.scheme(web)}://{args.metrics_host}:{port}/metrics"
+        _say(ctx, f"metrics: {url}{where}")
         if ops:
             run_dir = args.lab_run_dir or topo.lab.run_dir
             _register_with_lab_prometheus(run_dir, town.id, args.metrics_host, port)

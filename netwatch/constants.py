@@ -27,3 +27,18 @@ MAIN_TABLE: Final = 254  # RT_TABLE_MAIN
 # Every metric a component exports starts with its prefix.
 METRIC_PREFIX_NETWATCH: Final = "netwatch_"
 METRIC_PREFIX_LOADPROBE: Final = "loadprobe_"
+
+# -- HTTP endpoints --------------------------------------------------------
+# Every command that serves HTTP (agent and opscenter, loadprobe run and
+# compare) takes the exporter-toolkit web configuration file the same way;
+# netwatch.webconfig reads it.  Here, not there, so that loadprobe's parser
+# stays cheap to import.
+WEB_CONFIG_OPTION: Final = "--web-config-file"
+WEB_CONFIG_HELP: Final = (
+    "exporter-toolkit web configuration file (YAML, as node_exporter's --web.config.file) "
+    "for this HTTP endpoint: TLS (tls_server_config: cert_file, key_file; client_auth_type "
+    "NoClientCert or RequireAndVerifyClientCert with client_ca_file; min_version TLS12 or "
+    "TLS13) and basic auth (basic_auth_users: USER: HASH, where each password is a bcrypt "
+    "hash, never the password itself, e.g. from htpasswd -nBC 10 \"\" | tr -d ':\\n'); "
+    "relative paths are from the file's directory (default: plain HTTP, no auth)"
+)
