@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import shutil
 import signal
 import subprocess
@@ -23,6 +24,7 @@ from labtools import (
     needs_root,
     netwatch,
     retained,
+    route_dev,
     wait_for,
 )
 
@@ -100,6 +102,46 @@ def test_the_lab_status_shows_the_operations_center(lab: Lab) -> None:
     assert f"operations center: http://{lab.plan.broker_address}:{OPSCENTER_PORT}/" in done.stdout
     assert any(line.strip().startswith("opscenter ") for line in done.stdout.splitlines())
     wait_all_ok(lab)
+
+
+def _status(pid: int) -> dict[str, str]:
+    lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    return {k: v.strip() for k, _, v in (line.partition(":") for line in lines)}
+
+
+def test_agents_run_unprivileged_with_two_capabilities_and_fail_over(lab: Lab) -> None:
+    """Every lab agent runs as the user `netwatch`, not root, with only
+    CAP_NET_RAW and CAP_NET_ADMIN (effective, permitted, bounding, ambient)
+    and no_new_privs, the broker as `mosquitto` with none; and such an agent
+    probes both paths and fails over on a cut."""
+    wait_all_ok(lab)
+    state = LabState.load(lab.run_dir)
+    assert state is not None
+    agent_uid = pwd.getpwnam("netwatch").pw_uid
+    agents = [p for p in state.processes if p.name.startswith("agent ")]
+    assert len(agents) == len(lab.topo.towns)
+    for record in agents:
+        status = _status(record.pid)
+        assert status["Uid"].split() == [str(agent_uid)] * 4, record.name
+        for caps in ("CapEff", "CapPrm", "CapBnd", "CapAmb"):
+            assert int(status[caps], 16) == 0x3000, (record.name, caps, status[caps])
+        assert status["NoNewPrivs"] == "1"
+    broker = next(p for p in state.processes if p.name == "mosquitto")
+    status = _status(broker.pid)
+    assert status["Uid"].split()[0] == str(pwd.getpwnam("mosquitto").pw_uid)
+    assert int(status["CapEff"], 16) == 0
+    # Both paths probed (the standby is UP too), and the cut moves the routes.
+    wait_for(
+        lambda: metric(lab, "netwatch_fleet_path_state", town="tsuno", path="backup", state="up")
+        == 1.0,
+        timeout=15, what="tsuno's standby path probed and UP",
+    )  # fmt: skip
+    netns = lab.plan.nodes["tsuno"].netns
+    try:
+        lab_cmd(lab, "cut", "tsuno", "primary")
+        wait_for(lambda: route_dev(netns) == "flets0", timeout=10, what="tsuno on its backup")
+    finally:
+        lab_cmd(lab, "restore", "tsuno", "primary")
 
 
 def test_a_cut_shows_on_the_api_the_metrics_and_the_page_within_2s(
@@ -252,7 +294,12 @@ def test_bad_messages_are_rejected_and_counted_while_it_serves(lab: Lab) -> None
                             reason="malformed_json") or 0.0) >= 1.0,
             timeout=15, what="the retained garbage rejected after a restart",
         )  # fmt: skip
-        assert api(lab, "/api/v1/fleet")["broker"]["connected"] is True
+        # Retained messages arrive while it is still subscribing; it counts
+        # itself connected once every subscription is acknowledged.
+        wait_for(
+            lambda: api(lab, "/api/v1/fleet")["broker"]["connected"] is True,
+            timeout=10, what="the operations center subscribed again",
+        )  # fmt: skip
     finally:
         publish(lab, "netwatch/v1/kawaminami/metrics", b"", retain=True)  # clears it
 

@@ -189,7 +189,7 @@ def ensure_user(name: str = AGENT_USER) -> tuple[int, int]:
     group, no home, nologin shell).  Needs root to create."""
     if not _USER_NAME.fullmatch(name):
         raise LabError(f"agent user {name!r}: not a valid user name")
-    found = _lookup(name)
+    found = user_ids(name)
     if found is not None:
         return found
     useradd = shutil.which("useradd") or "/usr/sbin/useradd"
@@ -208,7 +208,7 @@ def ensure_user(name: str = AGENT_USER) -> tuple[int, int]:
             result = subprocess.run(argv, capture_output=True, text=True, check=False)
         except OSError as exc:
             raise LabError(f"cannot create the agent user {name!r}: {useradd}: {exc}") from None
-        found = _lookup(name)
+        found = user_ids(name)
         if found is not None:
             return found
         if "lock" not in result.stderr:
@@ -218,7 +218,8 @@ def ensure_user(name: str = AGENT_USER) -> tuple[int, int]:
     raise LabError(f"cannot create the agent user {name!r}: {reason}")
 
 
-def _lookup(name: str) -> tuple[int, int] | None:
+def user_ids(name: str) -> tuple[int, int] | None:
+    """(uid, gid) of user `name`, None if there is none."""
     try:
         entry = pwd.getpwnam(name)
     except KeyError:
@@ -265,7 +266,7 @@ def confined_argv(
     """`argv` run as `user` with exactly `caps`, each path of `expose` reachable
     at its own absolute path in a private mount namespace.  The result is
     run as root (the lab puts ``ip netns exec NS`` in front of it)."""
-    found = _lookup(user)
+    found = user_ids(user)
     if found is None:
         raise LabError(f"no user {user!r} (netwatch.lab.privilege.ensure_user creates it)")
     uid, gid = found

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import enum
 import os
-import pwd
 import shutil
 import socket
 import sys
@@ -25,6 +24,7 @@ from urllib.parse import urlsplit
 from netwatch.emulator.netns import entered
 from netwatch.errors import LabError
 from netwatch.lab import mqtt as lab_mqtt
+from netwatch.lab import privilege
 from netwatch.lab.namespaces import require_root
 from netwatch.lab.plan import Plan, make_plan
 from netwatch.lab.procs import running, spawn, stop, wait_until
@@ -124,23 +124,24 @@ def start_broker(topo: Topology, plan: Plan, state: LabState, run: RunDir) -> No
     wait_listening(record, str(plan.broker_address), plan.broker_port, READY_TIMEOUT)
 
 
-BROKER_USER = "mosquitto"  # Debian's package makes it; Mosquitto drops to it when started as root
+BROKER_USER = "mosquitto"  # Debian's package makes it
 
 
 def _broker_argv(argv: list[str], run: RunDir) -> list[str]:
-    """Mosquitto starts as root, reads its configuration and drops to its
-    own user before it opens anything else: the ACL, the certificates, the
-    log and the persistence must be that user's to read and write."""
-    try:
-        owner = pwd.getpwnam(BROKER_USER)
-    except KeyError:
-        raise LabError(f"no user {BROKER_USER!r} (apt-get install mosquitto makes it)") from None
+    """Mosquitto as its own unprivileged user, with no capability (8883 is
+    not a privileged port): it reads its configuration, ACL and certificate
+    and writes its log and persistence, so those are that user's."""
+    owner = privilege.user_ids(BROKER_USER)
+    if owner is None:
+        raise LabError(f"no user {BROKER_USER!r} (apt-get install mosquitto makes it)")
     log = run.log("mosquitto")
     log.touch()
-    for path in (run.mosquitto, run.broker_acl, run.broker_conf, log, run.pki / "broker.key"):
+    privilege.grant(run.mosquitto, *owner)
+    for path in (log, run.pki / "broker.key"):
         if path.exists():
-            os.chown(path, owner.pw_uid, owner.pw_gid)
-    return argv
+            os.chown(path, *owner)
+    expose = [run.mosquitto, log, run.pki]
+    return privilege.confined_argv(argv, user=BROKER_USER, caps=(), expose=expose)
 
 
 def opscenter_url(plan: Plan) -> str:
@@ -217,7 +218,7 @@ def start_prometheus(topo: Topology, plan: Plan, state: LabState) -> bool:
 def start_agents(topo: Topology, plan: Plan, state: LabState, policy: str | None) -> int:
     """One agent per town inside its namespace, pointed at the lab's broker.
     Agents already running are left alone; returns how many were started."""
-    run = RunDir.of(state.run_dir)
+    run = RunDir.of(os.path.abspath(state.run_dir))
     started = []
     for town in topo.towns:
         service = Service.agent(town.id)
@@ -240,7 +241,7 @@ def start_agents(topo: Topology, plan: Plan, state: LabState, policy: str | None
         started.append(
             _start(
                 service,
-                argv,
+                _agent_argv(argv, topo, run, town.id, Path(state.topology)),
                 state,
                 run,
                 marker=f"--spool {spool}",
@@ -250,6 +251,25 @@ def start_agents(topo: Topology, plan: Plan, state: LabState, policy: str | None
     for record in started:
         wait_listening(record, "127.0.0.1", AGENT_METRICS_PORT, READY_TIMEOUT)
     return len(started)
+
+
+def _agent_argv(
+    argv: list[str], topo: Topology, run: RunDir, town: str, topology: Path
+) -> list[str]:
+    """The agent as the dedicated user `netwatch` with only CAP_NET_RAW and
+    CAP_NET_ADMIN (lab/privilege.py), as its systemd unit runs it: it writes
+    only its own directory (spool, control socket) and reads its identity's
+    key, the topology and the code, wherever the checkout lives."""
+    uid, gid = privilege.ensure_user(privilege.AGENT_USER)
+    town_dir = run.agent_spool(town).parent
+    privilege.grant(town_dir, uid, gid)
+    broker = lab_mqtt.client(topo, run, town)
+    secrets = [p for p in (broker.key,) if p is not None]
+    for key in secrets:
+        os.chown(key, uid, gid)
+    files = [p for p in (broker.ca, broker.cert) if p is not None]
+    expose = [*privilege.runtime_paths(), topology.resolve(), town_dir, *files, *secrets]
+    return privilege.confined_argv(argv, expose=expose)
 
 
 def _mqtt_arguments(topo: Topology, run: RunDir, identity: str) -> list[str]:
