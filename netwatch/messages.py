@@ -334,11 +334,7 @@ class _Message:
 
     @classmethod
     def from_json(cls, payload: bytes | str) -> Self:
-        try:
-            data = json.loads(payload)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise MessageError("", f"payload is not JSON ({exc})") from None
-        return cls.from_dict(data)
+        return cls.from_dict(load_json(payload))
 
     @classmethod
     def from_dict(cls, data: object) -> Self:
@@ -647,10 +643,22 @@ def parse(topic_name: str, payload: bytes | str) -> Message:
     """Decode a message received on `topic_name`; the payload's town and kind
     must match the topic.  Every problem is a `MessageError` naming the topic."""
     try:
-        data = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise MessageError("", f"payload is not JSON ({exc})", topic=topic_name) from None
+        data = load_json(payload)
+    except MessageError as exc:
+        raise exc.on(topic_name) from None
     return decode(topic_name, data)
+
+
+def load_json(payload: bytes | str) -> Any:
+    """A payload's JSON: UTF-8 only (json.loads would also guess UTF-16 and
+    -32 from bytes), no BOM; too deep a nesting or an integer of more digits
+    than Python converts is a `MessageError`, as bad JSON is."""
+    try:
+        text = payload.decode("utf-8") if isinstance(payload, bytes | bytearray) else payload
+        return json.loads(text)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError
+        reason = "too deeply nested" if isinstance(exc, RecursionError) else str(exc)
+        raise MessageError("", f"payload is not JSON ({reason})") from None
 
 
 def decode(topic_name: str, data: object) -> Message:
@@ -702,12 +710,15 @@ class _Reader:
         value = self.get(key)
         if not isinstance(value, str):
             raise MessageError(key, f"expected a string, got {value!r}")
+        _check_unicode(value, key)
         return value
 
     def opt_text(self, key: str, default: object = _MISSING) -> str | None:
         value = self.get(key, default)
         if value is not None and not isinstance(value, str):
             raise MessageError(key, f"expected a string or null, got {value!r}")
+        if value is not None:
+            _check_unicode(value, key)
         return value
 
     def flag(self, key: str) -> bool:
@@ -830,6 +841,16 @@ def _check_json_object(value: object, where: str) -> None:
     if not isinstance(value, Mapping):
         raise MessageError(where, f"expected a JSON object, got {value!r}")
     try:
-        json.dumps(value, allow_nan=False)
-    except (TypeError, ValueError) as exc:
+        json.dumps(value, allow_nan=False, ensure_ascii=False).encode("utf-8")
+    except (TypeError, ValueError) as exc:  # UnicodeEncodeError: a lone surrogate
         raise MessageError(where, f"not representable as JSON ({exc})") from None
+
+
+def _check_unicode(value: str, where: str) -> None:
+    """JSON's "\\ud800" reads as a string no UTF-8 can carry: refused, or every
+    later encoding of the message (the operations center's API) would fail."""
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise MessageError(where, f"not valid Unicode text: {value!r}") from None

@@ -18,9 +18,11 @@ from loadprobe.verdict import PERCENTILES, TxStats
 
 SCHEMA = 1
 
-# Strict: a count is an int, not 3.0 or "3"; unknown keys (the timeline,
-# the distribution, ...) are what the report adds for people, not for us.
-_STRICT = ConfigDict(strict=True, extra="ignore", frozen=True)
+# Strict: a count is an int, not 3.0 or "3"; a figure is a finite number
+# (Python's json reads NaN and Infinity: a baseline p95 of Infinity made every
+# degradation factor 0); unknown keys (the timeline, the distribution, ...)
+# are what the report adds for people, not for us.
+_STRICT = ConfigDict(strict=True, extra="ignore", frozen=True, allow_inf_nan=False)
 
 
 class TxFigures(BaseModel):
@@ -136,6 +138,7 @@ def read_baseline(text: str) -> Baseline:
 def _first_problem(exc: ValidationError) -> str:
     """'runs.0.transactions.logon.count: Input should be a valid integer (and 2 more)'."""
     first = exc.errors()[0]
-    where = ".".join(str(part) for part in first["loc"])
+    parts = [str(part) for part in first["loc"]]
+    where = ".".join(p if p.isprintable() else repr(p) for p in parts)  # a key "a\nb": one line
     more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
     return f"{where}: {first['msg']}{more}" if where else f"{first['msg']}{more}"

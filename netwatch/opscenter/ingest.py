@@ -16,7 +16,6 @@ The checks, in order (the first that fails names the reason):
 from __future__ import annotations
 
 import enum
-import json
 from collections.abc import Collection
 from dataclasses import dataclass
 
@@ -65,8 +64,8 @@ def check(
     if town not in towns:
         return Rejected(Reason.UNKNOWN_TOWN, town, f"{town!r} is not a town of the topology")
     try:
-        data = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        data = messages.load_json(payload)
+    except MessageError as exc:
         return Rejected(Reason.MALFORMED_JSON, town, str(exc))
     schema = data.get("schema") if isinstance(data, dict) else None
     if type(schema) is not int or schema != messages.SCHEMA:  # type(): true is not 1

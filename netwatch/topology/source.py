@@ -52,7 +52,8 @@ def format_path(path: KeyPath) -> str:
         if isinstance(part, int):
             out += f"[{part}]"
         else:
-            out += f".{part}" if out else str(part)
+            name = part if part.isprintable() else repr(part)  # a key "a\nb": still one line
+            out += f".{name}" if out else name
     return out
 
 
@@ -65,6 +66,10 @@ class YamlSyntaxError(Exception):
 
 Duplicate = tuple[KeyPath, int, str]
 
+# A topology is a few levels deep; deeper is a mistake (or an alias inside
+# its own anchor, which would never end), refused before Python's stack is.
+MAX_DEPTH = 64
+
 # libyaml's parser where it is built in: the same nodes and marks, 10x faster
 # (a national fleet's topology is 47,000 lines).
 _Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -75,7 +80,10 @@ def parse_yaml(text: str) -> tuple[Located, list[Duplicate]]:
 
     Raises YamlSyntaxError (with a 1-based line) when the text is not YAML.
     """
-    loader = _Loader(text)
+    try:
+        loader = _Loader(text)
+    except UnicodeEncodeError as exc:  # libyaml's reader takes UTF-8: a lone surrogate
+        raise _bad_character(text, exc.object[exc.start]) from None
     try:
         node = loader.get_single_node()
         located = Located(data=None, lines={(): 1})
@@ -88,10 +96,21 @@ def parse_yaml(text: str) -> tuple[Located, list[Duplicate]]:
         line = mark.line + 1 if mark is not None else None
         reason = exc.problem or exc.context or "invalid YAML"
         raise YamlSyntaxError(line, f"YAML syntax error: {reason}") from None
+    except yaml.reader.ReaderError as exc:  # its str() is two lines, about "<unicode string>"
+        char = exc.character if isinstance(exc.character, str) else chr(exc.character)
+        raise _bad_character(text, char) from None
     except yaml.YAMLError as exc:
         raise YamlSyntaxError(None, f"YAML error: {exc}") from None
     finally:
         loader.dispose()
+
+
+def _bad_character(text: str, char: str) -> YamlSyntaxError:
+    """A character YAML does not allow (a control character, a lone
+    surrogate), on the line of its first occurrence: the reader stops there."""
+    at = text.find(char)
+    line = text.count("\n", 0, at) + 1 if at >= 0 else None
+    return YamlSyntaxError(line, f"YAML syntax error: character {ord(char):#06x} is not allowed")
 
 
 def _build(
@@ -101,11 +120,15 @@ def _build(
     lines: dict[KeyPath, int],
     duplicates: list[Duplicate],
 ) -> Any:
+    if len(path) > MAX_DEPTH:
+        raise _located(node, f"nested more than {MAX_DEPTH} levels deep (an alias inside itself?)")
     if isinstance(node, yaml.MappingNode):
         loader.flatten_mapping(node)  # resolves "<<" merge keys like safe_load does
         out: dict[Any, Any] = {}
         for key_node, value_node in node.value:
-            key = loader.construct_object(key_node, deep=True)
+            if not isinstance(key_node, yaml.ScalarNode):
+                raise _located(key_node, "expected a key (a name), got a list or mapping")
+            key = _scalar(loader, key_node)
             if not isinstance(key, str | int | float | bool) or key is None:
                 key = str(key)
             child = (*path, key if isinstance(key, str | int) else str(key))
@@ -124,4 +147,20 @@ def _build(
             lines[child] = item.start_mark.line + 1
             items.append(_build(loader, item, child, lines, duplicates))
         return items
-    return loader.construct_object(node, deep=True)
+    return _scalar(loader, node)
+
+
+def _scalar(loader: yaml.SafeLoader, node: yaml.Node) -> Any:
+    """A scalar's value.  PyYAML's constructors raise plain Python errors for
+    some values it resolved or was told the type of (``2001-13-45``,
+    ``!!int abc``, an int of 5,000 digits): those become located errors."""
+    try:
+        return loader.construct_object(node, deep=True)
+    except (ArithmeticError, AttributeError, LookupError, TypeError, ValueError) as exc:
+        shown = repr(node.value) if len(str(node.value)) <= 40 else f"{str(node.value)[:40]!r}..."
+        tag = node.tag.removeprefix("tag:yaml.org,2002:")
+        raise _located(node, f"cannot read {shown} as {tag} ({exc})") from None
+
+
+def _located(node: yaml.Node, problem: str) -> yaml.MarkedYAMLError:
+    return yaml.constructor.ConstructorError(None, None, problem, node.start_mark)
