@@ -209,7 +209,7 @@ CASES = [
     ),
     Case(
         "mqtt URL with wrong scheme",
-        "mqtt: mqtt://",
+        "mqtt: mqtts://",
         "mqtt: http://",
         "opscenter.mqtt",
         "expected a URL like mqtt://HOST",
