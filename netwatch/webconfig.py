@@ -77,6 +77,7 @@ from netwatch.topology.source import (
     YamlSyntaxError,
     format_path,
     parse_yaml,
+    read_source,
 )
 
 if TYPE_CHECKING:
@@ -357,13 +358,7 @@ def load_option(path: str | None) -> WebConfig | None:
 
 def load(path: str | Path) -> WebConfig:
     name = str(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise WebConfigError([Problem(name, None, "", "no such file")]) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise WebConfigError([Problem(name, None, "", f"cannot read: {reason}")]) from None
+    text = read_source(path, WebConfigError)
     try:
         located, duplicates = parse_yaml(text)
     except YamlSyntaxError as exc:

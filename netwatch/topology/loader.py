@@ -29,6 +29,7 @@ from netwatch.topology.source import (
     YamlSyntaxError,
     format_path,
     parse_yaml,
+    read_source,
 )
 
 DEFAULT_PATH = "topology.yaml"
@@ -56,15 +57,7 @@ def load_for_command(path: str | Path = DEFAULT_PATH) -> Topology:
 
 
 def load(path: str | Path = DEFAULT_PATH) -> Topology:
-    name = str(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise TopologyError([Problem(name, None, "", "no such file")]) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise TopologyError([Problem(name, None, "", f"cannot read: {reason}")]) from None
-    return loads(text, name)
+    return loads(read_source(path, TopologyError), str(path))
 
 
 def loads(text: str, name: str = "<text>") -> Topology:

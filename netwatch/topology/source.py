@@ -8,7 +8,9 @@ key written twice in one mapping is an error instead of a silent override.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -164,3 +166,17 @@ def _scalar(loader: yaml.SafeLoader, node: yaml.Node) -> Any:
 
 def _located(node: yaml.Node, problem: str) -> yaml.MarkedYAMLError:
     return yaml.constructor.ConstructorError(None, None, problem, node.start_mark)
+
+
+def read_source(path: str | Path, error: Callable[[list[Problem]], Exception]) -> str:
+    """A YAML file's text for a loader; `error([problem])` is raised, naming
+    the file, when it cannot be read (the web configuration file's loader
+    reads its file the same way)."""
+    name = str(path)
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise error([Problem(name, None, "", "no such file")]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise error([Problem(name, None, "", f"cannot read: {reason}")]) from None
