@@ -136,7 +136,9 @@ def start_agent(lab: Lab, topology: Path, tmp_path: Path) -> Iterator[Starter]:
         argv = [
             sys.executable, "-m", "netwatch.cli", "agent", "--town", town,
             "--topology", str(topology), "--spool", str(tmp_path / f"spool-{town}"),
-            "--metrics-listen", f"127.0.0.1:{METRICS_PORT}", *lab.tls_args(town), *extra,
+            "--metrics-listen", f"127.0.0.1:{METRICS_PORT}",
+            # the lab broker's identity, unless the test names another broker
+            *([] if "--mqtt" in extra else lab.tls_args(town)), *extra,
         ]  # fmt: skip
         run = AgentRun(lab, town, argv, tmp_path / f"agent-{town}.log")
         runs.append(run)

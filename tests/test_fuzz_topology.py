@@ -305,6 +305,13 @@ def test_any_file_gives_a_model_or_a_one_line_user_error(scratch: Path, content:
 # --- regressions found by the properties above ---------------------------------
 
 
+# Ten levels of ten aliases each: 10^10 values from 300 bytes.
+BILLION_LAUGHS = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{c}: &{c} [{', '.join(['*' + p] * 10)}]\n"
+    for p, c in zip("abcdefghi", "bcdefghij", strict=True)
+)
+
+
 @pytest.mark.parametrize(
     ("text", "line", "message"),
     [
@@ -325,6 +332,7 @@ def test_any_file_gives_a_model_or_a_one_line_user_error(scratch: Path, content:
             "character 0x001f is not allowed",
         ),  # was 2 lines, no line number
         ("schema: 1\nx: \ud800\n", 2, "character 0xd800 is not allowed"),  # UnicodeEncodeError
+        (BILLION_LAUGHS, 1, "aliases expand to more than"),  # was hours and gigabytes
     ],
 )
 def test_what_crashed_the_loader_is_a_located_error(text: str, line: int, message: str) -> None:

@@ -102,8 +102,9 @@ def read_acceptance_report(path: Path) -> AcceptanceRecord:
         raise UserError(f"{file}: cannot read it ({exc})") from None
     try:
         data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{file}: not JSON ({exc})") from None
+    except (ValueError, RecursionError) as exc:  # also too deep, or too long a number
+        reason = "too deeply nested" if isinstance(exc, RecursionError) else str(exc)
+        raise UserError(f"{file}: not JSON ({reason})") from None
     try:
         return _campaign(data)
     except _Bad as exc:

@@ -72,6 +72,12 @@ Duplicate = tuple[KeyPath, int, str]
 # its own anchor, which would never end), refused before Python's stack is.
 MAX_DEPTH = 64
 
+# Without aliases a document holds fewer values than characters; aliases
+# can multiply them ("billion laughs": ten levels of ten aliases each make
+# ten billion values from 300 bytes).  Past this many per character of text
+# (plus some slack), the reading stops with a located error.
+MAX_VALUES_PER_CHARACTER = 1
+
 # libyaml's parser where it is built in: the same nodes and marks, 10x faster
 # (a national fleet's topology is 47,000 lines).
 _Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -91,7 +97,8 @@ def parse_yaml(text: str) -> tuple[Located, list[Duplicate]]:
         located = Located(data=None, lines={(): 1})
         duplicates: list[Duplicate] = []
         if node is not None:
-            located.data = _build(loader, node, (), located.lines, duplicates)
+            budget = MAX_VALUES_PER_CHARACTER * len(text) + 1000
+            located.data = _build(loader, node, (), located.lines, duplicates, budget)
         return located, duplicates
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
@@ -121,9 +128,12 @@ def _build(
     path: KeyPath,
     lines: dict[KeyPath, int],
     duplicates: list[Duplicate],
+    budget: int,
 ) -> Any:
     if len(path) > MAX_DEPTH:
         raise _located(node, f"nested more than {MAX_DEPTH} levels deep (an alias inside itself?)")
+    if len(lines) > budget:  # every key and item built is in `lines`
+        raise _located(node, f"aliases expand to more than {budget} values (a billion laughs?)")
     if isinstance(node, yaml.MappingNode):
         loader.flatten_mapping(node)  # resolves "<<" merge keys like safe_load does
         out: dict[Any, Any] = {}
@@ -140,14 +150,14 @@ def _build(
                 duplicates.append((child, key_node.start_mark.line + 1, message))
                 continue
             lines[child] = key_node.start_mark.line + 1
-            out[key] = _build(loader, value_node, child, lines, duplicates)
+            out[key] = _build(loader, value_node, child, lines, duplicates, budget)
         return out
     if isinstance(node, yaml.SequenceNode):
         items = []
         for index, item in enumerate(node.value):
             child = (*path, index)
             lines[child] = item.start_mark.line + 1
-            items.append(_build(loader, item, child, lines, duplicates))
+            items.append(_build(loader, item, child, lines, duplicates, budget))
         return items
     return _scalar(loader, node)
 
