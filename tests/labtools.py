@@ -115,15 +115,16 @@ def mqtt_connack(
     with tcp_socket_in(netns, mark=mark) as plain:
         plain.settimeout(timeout)
         plain.connect((host, port))
-        sock = tls.wrap_socket(plain, server_hostname=host) if tls else plain
-        sock.sendall(packet)
-        reply = b""
-        while len(reply) < 4:
-            chunk = sock.recv(4 - len(reply))
-            if not chunk:
-                break
-            reply += chunk
-        return reply
+        # The TLS socket takes the plain one over: closing it closes both.
+        with tls.wrap_socket(plain, server_hostname=host) if tls else plain as sock:
+            sock.sendall(packet)
+            reply = b""
+            while len(reply) < 4:
+                chunk = sock.recv(4 - len(reply))
+                if not chunk:
+                    break
+                reply += chunk
+            return reply
 
 
 def wait_for(

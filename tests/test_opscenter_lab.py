@@ -112,7 +112,8 @@ def _status(pid: int) -> dict[str, str]:
 def test_agents_run_unprivileged_with_two_capabilities_and_fail_over(lab: Lab) -> None:
     """Every lab agent runs as the user `netwatch`, not root, with only
     CAP_NET_RAW and CAP_NET_ADMIN (effective, permitted, bounding, ambient)
-    and no_new_privs, the broker as `mosquitto` with none; and such an agent
+    and no_new_privs, the broker as `mosquitto` and the operations center
+    as `netwatch` with none; and such an agent
     probes both paths and fails over on a cut."""
     wait_all_ok(lab)
     state = LabState.load(lab.run_dir)
@@ -130,6 +131,11 @@ def test_agents_run_unprivileged_with_two_capabilities_and_fail_over(lab: Lab) -
     status = _status(broker.pid)
     assert status["Uid"].split()[0] == str(pwd.getpwnam("mosquitto").pw_uid)
     assert int(status["CapEff"], 16) == 0
+    opscenter = next(p for p in state.processes if p.name == "opscenter")
+    status = _status(opscenter.pid)
+    assert status["Uid"].split()[0] == str(agent_uid)
+    assert int(status["CapEff"], 16) == 0
+    assert int(status["CapBnd"], 16) == 0
     # Both paths probed (the standby is UP too), and the cut moves the routes.
     wait_for(
         lambda: metric(lab, "netwatch_fleet_path_state", town="tsuno", path="backup", state="up")

@@ -153,16 +153,27 @@ def start_opscenter(plan: Plan, state: LabState) -> bool:
     service = Service(Kind.OPSCENTER)
     if _running(state, service):
         return False
-    run = RunDir.of(state.run_dir)
+    run = RunDir.of(os.path.abspath(state.run_dir))
     db = run.opscenter_db
     db.parent.mkdir(parents=True, exist_ok=True)
+    topo = load(state.topology)
     argv = [
         sys.executable, "-m", "netwatch.cli", "opscenter",
         "--topology", state.topology,
         "--listen", f"{plan.broker_address}:{OPSCENTER_PORT}",
         "--db", str(db),
-        *_mqtt_arguments(load(state.topology), run, OPSCENTER_CN),
+        *_mqtt_arguments(topo, run, OPSCENTER_CN),
     ]  # fmt: skip
+    # Unprivileged and without any capability, as its systemd unit runs it:
+    # it writes only its database's directory and reads its identity's key.
+    uid, gid = privilege.ensure_user(privilege.AGENT_USER)
+    privilege.grant(db.parent, uid, gid)
+    broker = lab_mqtt.client(topo, run, OPSCENTER_CN)
+    if broker.key is not None:
+        os.chown(broker.key, uid, gid)
+    files = [p for p in (broker.ca, broker.cert, broker.key) if p is not None]
+    expose = [*privilege.runtime_paths(), Path(state.topology).resolve(), db.parent, *files]
+    argv = privilege.confined_argv(argv, caps=(), expose=expose)
     netns = plan.nodes[plan.ops_node].netns
     record = _start(service, argv, state, run, marker=f"--db {db}", netns=netns)
     wait_listening(record, str(plan.broker_address), OPSCENTER_PORT, READY_TIMEOUT)
