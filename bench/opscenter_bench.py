@@ -3,6 +3,7 @@ municipality in Japan), each publishing its retained state once a second,
 plus events, through a real Mosquitto on loopback.
 
     .venv/bin/python -m bench.opscenter_bench [--towns 4,1741] [--seconds 30] [--under-load]
+                                              [--transport plain,tls]
 
 For each fleet size it starts `netwatch opscenter` in its own process and
 reports, over a steady window:
@@ -26,6 +27,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import logging
 import math
 import os
 import platform
@@ -52,7 +54,10 @@ if TYPE_CHECKING:  # mypy reads bench/ as top-level modules (it has no __init__.
     from load import CpuBurners
 else:
     from bench.load import CpuBurners
+from netwatch import pki
 from netwatch.messages import parse_ts
+from netwatch.mqtt.broker import Broker, parse_broker
+from netwatch.mqtt.mosquitto import ACL, tls_listener
 
 REPO = Path(__file__).resolve().parents[1]
 TARGETS = {"cpu_percent": 50.0, "latency_p99_s": 1.0, "scrape_s": 0.5}  # at 1,741 towns
@@ -109,13 +114,50 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+SIMULATOR_CN = "simulator"  # the simulated agents' one identity, allowed every town's topics
+
+
+def make_pki(workdir: Path) -> Path:
+    """A PKI for the TLS transport: the broker's, the operations center's and
+    the simulator's certificates."""
+    store = pki.Pki(workdir / "pki")
+    pki.init(store, ["127.0.0.1"])
+    for name in (pki.OPSCENTER_CN, SIMULATOR_CN):
+        pki.issue(store, name)
+    return store.root
+
+
+def client_broker(port: int, pki_dir: Path | None, identity: str) -> Broker:
+    if pki_dir is None:
+        return parse_broker(f"mqtt://127.0.0.1:{port}")
+    store = pki.Pki(pki_dir)
+    return parse_broker(
+        f"mqtts://127.0.0.1:{port}",
+        ca=store.ca_cert,
+        cert=store.cert(identity),
+        key=store.key(identity),
+    )
+
+
 @contextlib.contextmanager
-def mosquitto(workdir: Path) -> Iterator[int]:
+def mosquitto(workdir: Path, pki_dir: Path | None = None) -> Iterator[int]:
+    """Plain TCP, or (with `pki_dir`) the fleet's TLS listener and ACL as the
+    lab runs it, plus one identity that may write every town's topics (the
+    simulated agents share a few connections)."""
     port = free_port()
     conf = workdir / "mosquitto.conf"
+    if pki_dir is None:
+        listener = f"listener {port} 127.0.0.1\nallow_anonymous true\n"
+    else:
+        acl = workdir / "acl"
+        acl.write_text(f"{ACL}user {SIMULATOR_CN}\ntopic write netwatch/v1/#\n", encoding="utf-8")
+        store = pki.Pki(pki_dir)
+        listener = tls_listener(
+            "127.0.0.1", port, ca=str(store.ca_cert), cert=str(store.cert(pki.BROKER)),
+            key=str(store.key(pki.BROKER)), acl=str(acl),
+        )  # fmt: skip
     conf.write_text(
-        f"listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 100000\n"
-        "max_inflight_messages 0\n",
+        f"{listener}user root\nmax_queued_messages 100000\nmax_inflight_messages 0\n",
         encoding="utf-8",
     )
     binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
@@ -130,12 +172,17 @@ def mosquitto(workdir: Path) -> Iterator[int]:
 
 
 @contextlib.contextmanager
-def opscenter(topology: Path, broker_port: int, workdir: Path) -> Iterator[tuple[int, int]]:
+def opscenter(
+    topology: Path, broker_port: int, workdir: Path, pki_dir: Path | None = None
+) -> Iterator[tuple[int, int]]:
     port = free_port()
     log = open(workdir / "opscenter.log", "wb")  # noqa: SIM115  # closed below
+    broker = client_broker(broker_port, pki_dir, pki.OPSCENTER_CN)
+    tls = [] if pki_dir is None else ["--ca", str(broker.ca), "--cert", str(broker.cert),
+                                      "--key", str(broker.key)]  # fmt: skip
     proc = subprocess.Popen(
         [sys.executable, "-m", "netwatch.cli", "opscenter", "--topology", str(topology),
-         "--mqtt", f"mqtt://127.0.0.1:{broker_port}", "--listen", f"127.0.0.1:{port}",
+         "--mqtt", str(broker), *tls, "--listen", f"127.0.0.1:{port}",
          "--db", str(workdir / "opscenter.sqlite3"), "--log-level", "warning"],
         cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip
@@ -179,11 +226,13 @@ def rss_mib(pid: int) -> float:
 # -- simulated agents (another process) ---------------------------------------
 
 
-def simulate(broker_port: int, towns: list[str], probe: str, stop_at: float) -> None:
-    asyncio.run(_simulate(broker_port, towns, probe, stop_at))
+def simulate(broker: Broker, towns: list[str], probe: str, stop_at: float) -> None:
+    # aiomqtt warns at each publish beyond 10 in flight: the simulator keeps 50.
+    logging.getLogger("mqtt").setLevel(logging.ERROR)
+    asyncio.run(_simulate(broker, towns, probe, stop_at))
 
 
-async def _simulate(broker_port: int, towns: list[str], probe: str, stop_at: float) -> None:
+async def _simulate(broker: Broker, towns: list[str], probe: str, stop_at: float) -> None:
     import aiomqtt
 
     from netwatch import messages as m
@@ -273,7 +322,7 @@ async def _simulate(broker_port: int, towns: list[str], probe: str, stop_at: flo
     async with contextlib.AsyncExitStack() as stack:
         clients = [
             await stack.enter_async_context(
-                aiomqtt.Client("127.0.0.1", broker_port, identifier=f"sim-{i}")
+                aiomqtt.Client(**broker.client_options(), identifier=f"sim-{i}")
             )
             for i in range(CONNECTIONS + 1)
         ]
@@ -305,15 +354,20 @@ class Result:
     counters_scrape_max_s: float  # /metrics/counters, scraped half as often
     counters_scrape_bytes: int
     rejected: float
+    transport: str = "plain"  # or "tls": the fleet's TLS listener, certificates and ACL
 
 
-def measure(towns: int, seconds: float, under_load: bool) -> Result:
+def measure(towns: int, seconds: float, under_load: bool, transport: str = "plain") -> Result:
     with tempfile.TemporaryDirectory(prefix="opscenter-bench-") as tmp:
         work = Path(tmp)
         topology = fleet_topology(towns, work)
         ids = [t["id"] for t in yaml.safe_load(topology.read_text(encoding="utf-8"))["towns"]]
         probe = ids[0]
-        with mosquitto(work) as broker, opscenter(topology, broker, work) as (pid, port):
+        pki_dir = make_pki(work) if transport == "tls" else None
+        with (
+            mosquitto(work, pki_dir) as broker,
+            opscenter(topology, broker, work, pki_dir) as (pid, port),
+        ):
             base = f"http://127.0.0.1:{port}"
             warmup = 5.0 + towns / 400
             stop_at = time.time() + warmup + 1.5 * seconds + 2
@@ -321,7 +375,8 @@ def measure(towns: int, seconds: float, under_load: bool) -> Result:
             ids_file.write_text(json.dumps(ids), encoding="utf-8")
             sim = subprocess.Popen(
                 [sys.executable, "-m", "bench.opscenter_bench", "--simulate", str(broker),
-                 "--towns-file", str(ids_file), "--probe", probe, "--until", str(stop_at)],
+                 "--towns-file", str(ids_file), "--probe", probe, "--until", str(stop_at),
+                 *(["--pki", str(pki_dir)] if pki_dir else [])],
                 cwd=REPO,
             )  # fmt: skip
             burners = CpuBurners(2) if under_load else None
@@ -330,7 +385,9 @@ def measure(towns: int, seconds: float, under_load: bool) -> Result:
                     time.sleep(warmup)
                     if burners:
                         burners.start()
-                    return _window(http, pid, towns, seconds, probe, under_load)
+                    result = _window(http, pid, towns, seconds, probe, under_load)
+                    result.transport = transport
+                    return result
             finally:
                 if burners:
                     burners.stop()
@@ -449,6 +506,13 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=30.0, help="steady window per size")
     parser.add_argument("--under-load", action="store_true", help="two CPU burners beside it")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument(
+        "--transport",
+        default="plain",
+        help="plain, tls or both (plain,tls): tls is the fleet's TLS listener with client "
+        "certificates and the ACL",
+    )
+    parser.add_argument("--pki", type=Path, help=argparse.SUPPRESS)
     # The simulated agents' own process (started by `measure`).
     parser.add_argument("--simulate", type=int, metavar="BROKER_PORT", help=argparse.SUPPRESS)
     parser.add_argument("--towns-file", type=Path, help=argparse.SUPPRESS)
@@ -457,17 +521,22 @@ def main() -> int:
     args = parser.parse_args()
     if args.simulate:
         towns = json.loads(args.towns_file.read_text(encoding="utf-8"))
-        simulate(args.simulate, towns, args.probe, args.until)
+        broker = client_broker(args.simulate, args.pki, SIMULATOR_CN)
+        simulate(broker, towns, args.probe, args.until)
         return 0
     print(f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} cores, "
           f"Python {platform.python_version()}")  # fmt: skip
     results = []
-    for towns in (int(t) for t in args.towns.split(",")):
+    transports = args.transport.split(",")
+    if not set(transports) <= {"plain", "tls"}:
+        parser.error(f"--transport: expected plain, tls or plain,tls, got {args.transport!r}")
+    for towns, transport in ((int(t), x) for t in args.towns.split(",") for x in transports):
         print(
-            f"-- {towns} towns, {args.seconds:g} s{' under load' if args.under_load else ''}",
+            f"-- {towns} towns, {transport}, {args.seconds:g} s"
+            f"{' under load' if args.under_load else ''}",
             flush=True,
         )
-        result = measure(towns, args.seconds, args.under_load)
+        result = measure(towns, args.seconds, args.under_load, transport)
         results.append(result)
         for key, value in asdict(result).items():
             print(f"  {key:<16} {value}")
