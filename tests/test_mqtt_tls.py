@@ -118,6 +118,22 @@ def test_every_mqtt_command_says_where_the_password_comes_from(
         assert "never from the URL" in text, command
 
 
+def test_every_command_that_takes_a_secret_says_where_it_comes_from(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The load tests' terminal password (loadprobe, drills, acceptance)."""
+    for command in (["drill"], ["acceptance"]):
+        with pytest.raises(SystemExit):
+            netwatch_main([*command, "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        assert "loadtest.credentials" in text, command
+    done = subprocess.run(
+        [sys.executable, "-m", "loadprobe.cli", "run", "--help"],
+        capture_output=True, text=True, check=True, cwd=ROOT,
+    )  # fmt: skip
+    assert "loadtest.credentials, never from the command line" in " ".join(done.stdout.split())
+
+
 def test_a_bad_broker_url_is_one_line_from_the_agent() -> None:
     done = subprocess.run(
         [sys.executable, "-m", "netwatch.cli", "agent", "--town", "nishiki",

@@ -38,6 +38,10 @@ A town that fails does not stop the others unless --stop-on-fail;
 
 Exit: 0 every town passed, 1 any failed, 2 bad input, 3 a run could not be
 carried out (target unreachable, interrupted).
+
+The terminals' password comes from the environment variable (or file) that
+topology.yaml's loadtest.credentials names, as for loadprobe: never from the
+command line, never in a report.
 """
 
 

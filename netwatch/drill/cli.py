@@ -62,6 +62,11 @@ any step failing, Ctrl-C or SIGTERM.
 systemd timer in deploy/systemd/), and says why each other one is not.
 
 Exit: 0 passed, 1 failed, 2 bad input or precheck refused, 3 aborted.
+
+Secrets: the load tests' terminal password comes from the environment
+variable (or file) that topology.yaml's loadtest.credentials names; the MQTT
+password, if the broker uses one, from --mqtt-password-file or
+$NETWATCH_MQTT_PASSWORD. Neither from the command line nor a report.
 """
 
 
