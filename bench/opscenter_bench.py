@@ -178,11 +178,9 @@ def opscenter(
     port = free_port()
     log = open(workdir / "opscenter.log", "wb")  # noqa: SIM115  # closed below
     broker = client_broker(broker_port, pki_dir, pki.OPSCENTER_CN)
-    tls = [] if pki_dir is None else ["--ca", str(broker.ca), "--cert", str(broker.cert),
-                                      "--key", str(broker.key)]  # fmt: skip
     proc = subprocess.Popen(
         [sys.executable, "-m", "netwatch.cli", "opscenter", "--topology", str(topology),
-         "--mqtt", str(broker), *tls, "--listen", f"127.0.0.1:{port}",
+         "--mqtt", str(broker), *broker.arguments(), "--listen", f"127.0.0.1:{port}",
          "--db", str(workdir / "opscenter.sqlite3"), "--log-level", "warning"],
         cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip

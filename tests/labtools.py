@@ -162,10 +162,7 @@ class Lab:
 
     def tls_args(self, identity: str) -> list[str]:
         """An agent's (or the operations center's) --ca/--cert/--key in the lab."""
-        broker = self.mqtt_client(identity)
-        if not broker.tls:
-            return []
-        return ["--ca", str(broker.ca), "--cert", str(broker.cert), "--key", str(broker.key)]
+        return self.mqtt_client(identity).arguments()
 
     def mosquitto_args(self, identity: str = OPSCENTER_CN) -> list[str]:
         """mosquitto_pub/sub's address and TLS options, as `identity`."""

@@ -106,6 +106,18 @@ def test_the_password_comes_from_a_file_or_the_environment(
         mqtt_broker.from_arguments("mqtts://h", _args(mqtt_password_file="/nonexistent"))
 
 
+def test_a_brokers_arguments_read_back_as_the_same_broker(pki_dir: Path) -> None:
+    store = pki.Pki(pki_dir)
+    broker = parse_broker(
+        "mqtts://127.0.0.1", ca=store.ca_cert, cert=store.cert("nishiki"), key=store.key("nishiki")
+    )
+    parser = argparse.ArgumentParser()
+    mqtt_broker.add_arguments(parser)
+    again = mqtt_broker.from_arguments("mqtts://127.0.0.1", parser.parse_args(broker.arguments()))
+    assert again == broker
+    assert parse_broker("mqtt://h").arguments() == []
+
+
 def test_every_mqtt_command_says_where_the_password_comes_from(
     capsys: pytest.CaptureFixture[str],
 ) -> None:

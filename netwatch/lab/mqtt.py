@@ -14,7 +14,7 @@ from netwatch import pki
 from netwatch.lab.plan import Plan
 from netwatch.lab.rundir import RunDir
 from netwatch.mqtt.broker import Broker, parse_broker
-from netwatch.mqtt.mosquitto import ACL, tls_listener
+from netwatch.mqtt.mosquitto import tls_listener
 from netwatch.topology import Topology
 
 
@@ -67,7 +67,3 @@ def broker_config(plan: Plan, run: RunDir, *, tls: bool) -> str:
         acl=str(run.broker_acl),
     )
     return "\n".join([*lines, listener])
-
-
-def acl() -> str:
-    return ACL

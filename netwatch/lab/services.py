@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from netwatch import pki
 from netwatch.emulator.netns import entered
 from netwatch.errors import LabError
 from netwatch.lab import mqtt as lab_mqtt
@@ -31,6 +32,7 @@ from netwatch.lab.procs import running, spawn, stop, wait_until
 from netwatch.lab.rundir import RunDir
 from netwatch.lab.state import LabState, ProcRecord
 from netwatch.monitoring.files import Scrape, prometheus_files
+from netwatch.mqtt.mosquitto import ACL
 from netwatch.pki import OPSCENTER_CN
 from netwatch.topology import Topology, load
 
@@ -113,7 +115,7 @@ def start_broker(topo: Topology, plan: Plan, state: LabState, run: RunDir) -> No
     tls = topo.opscenter.mqtt.startswith("mqtts:")
     if tls:
         lab_mqtt.make_pki(topo, plan, run)
-    run.broker_acl.write_text(lab_mqtt.acl(), encoding="utf-8")
+    run.broker_acl.write_text(ACL, encoding="utf-8")
     run.broker_conf.write_text(lab_mqtt.broker_config(plan, run, tls=tls), encoding="utf-8")
     conf = str(run.broker_conf)
     netns = plan.nodes[plan.ops_node].netns
@@ -137,7 +139,7 @@ def _broker_argv(argv: list[str], run: RunDir) -> list[str]:
     log = run.log("mosquitto")
     log.touch()
     privilege.grant(run.mosquitto, *owner)
-    for path in (log, run.pki / "broker.key"):
+    for path in (log, pki.Pki(run.pki).key(pki.BROKER)):
         if path.exists():
             os.chown(path, *owner)
     expose = [run.mosquitto, log, run.pki]
@@ -162,18 +164,11 @@ def start_opscenter(plan: Plan, state: LabState) -> bool:
         "--topology", state.topology,
         "--listen", f"{plan.broker_address}:{OPSCENTER_PORT}",
         "--db", str(db),
-        *_mqtt_arguments(topo, run, OPSCENTER_CN),
+        *lab_mqtt.client(topo, run, OPSCENTER_CN).arguments(),
     ]  # fmt: skip
-    # Unprivileged and without any capability, as its systemd unit runs it:
-    # it writes only its database's directory and reads its identity's key.
-    uid, gid = privilege.ensure_user(privilege.AGENT_USER)
-    privilege.grant(db.parent, uid, gid)
-    broker = lab_mqtt.client(topo, run, OPSCENTER_CN)
-    if broker.key is not None:
-        os.chown(broker.key, uid, gid)
-    files = [p for p in (broker.ca, broker.cert, broker.key) if p is not None]
-    expose = [*privilege.runtime_paths(), Path(state.topology).resolve(), db.parent, *files]
-    argv = privilege.confined_argv(argv, caps=(), expose=expose)
+    # As its systemd unit runs it: unprivileged, without any capability.
+    argv = _unprivileged(argv, topo, run, OPSCENTER_CN, Path(state.topology),
+                         writes=db.parent, caps=())  # fmt: skip
     netns = plan.nodes[plan.ops_node].netns
     record = _start(service, argv, state, run, marker=f"--db {db}", netns=netns)
     wait_listening(record, str(plan.broker_address), OPSCENTER_PORT, READY_TIMEOUT)
@@ -245,7 +240,7 @@ def start_agents(topo: Topology, plan: Plan, state: LabState, policy: str | None
             "--spool", str(spool),
             "--metrics-listen", f"127.0.0.1:{AGENT_METRICS_PORT}",
             "--control-socket", str(run.agent_control(town.id)),
-            *_mqtt_arguments(topo, run, town.id),
+            *lab_mqtt.client(topo, run, town.id).arguments(),
         ]  # fmt: skip
         if policy is not None:
             argv += ["--policy", policy]
@@ -267,28 +262,34 @@ def start_agents(topo: Topology, plan: Plan, state: LabState, policy: str | None
 def _agent_argv(
     argv: list[str], topo: Topology, run: RunDir, town: str, topology: Path
 ) -> list[str]:
-    """The agent as the dedicated user `netwatch` with only CAP_NET_RAW and
-    CAP_NET_ADMIN (lab/privilege.py), as its systemd unit runs it: it writes
-    only its own directory (spool, control socket) and reads its identity's
-    key, the topology and the code, wherever the checkout lives."""
+    """The agent as its systemd unit runs it: the dedicated user `netwatch`
+    with only CAP_NET_RAW and CAP_NET_ADMIN; it writes only its own
+    directory (spool, control socket)."""
+    return _unprivileged(argv, topo, run, town, topology, writes=run.agent_spool(town).parent,
+                         caps=privilege.AGENT_CAPS)  # fmt: skip
+
+
+def _unprivileged(
+    argv: list[str],
+    topo: Topology,
+    run: RunDir,
+    identity: str,
+    topology: Path,
+    *,
+    writes: Path,
+    caps: tuple[str, ...],
+) -> list[str]:
+    """`argv` as the user `netwatch` with only `caps` (lab/privilege.py):
+    it writes only `writes` and reads its MQTT identity's files, the
+    topology and the code, wherever the checkout lives."""
     uid, gid = privilege.ensure_user(privilege.AGENT_USER)
-    town_dir = run.agent_spool(town).parent
-    privilege.grant(town_dir, uid, gid)
-    broker = lab_mqtt.client(topo, run, town)
-    secrets = [p for p in (broker.key,) if p is not None]
-    for key in secrets:
-        os.chown(key, uid, gid)
-    files = [p for p in (broker.ca, broker.cert) if p is not None]
-    expose = [*privilege.runtime_paths(), topology.resolve(), town_dir, *files, *secrets]
-    return privilege.confined_argv(argv, expose=expose)
-
-
-def _mqtt_arguments(topo: Topology, run: RunDir, identity: str) -> list[str]:
-    """--ca/--cert/--key of a lab client: its identity's files in the lab's PKI."""
+    privilege.grant(writes, uid, gid)
     broker = lab_mqtt.client(topo, run, identity)
-    if broker.cert is None or broker.key is None or broker.ca is None:
-        return []
-    return ["--ca", str(broker.ca), "--cert", str(broker.cert), "--key", str(broker.key)]
+    if broker.key is not None:
+        os.chown(broker.key, uid, gid)
+    files = [p for p in (broker.ca, broker.cert, broker.key) if p is not None]
+    expose = [*privilege.runtime_paths(), topology.resolve(), writes, *files]
+    return privilege.confined_argv(argv, caps=caps, expose=expose)
 
 
 def stop_service(run_dir: str, service: str) -> bool:

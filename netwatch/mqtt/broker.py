@@ -78,6 +78,12 @@ class Broker:
             "password": self.password,
         }
 
+    def arguments(self) -> list[str]:
+        """``--ca/--cert/--key`` that `add_arguments` reads back: how a
+        command line names this client's TLS files (empty when none)."""
+        named = (("--ca", self.ca), ("--cert", self.cert), ("--key", self.key))
+        return [word for flag, path in named if path is not None for word in (flag, str(path))]
+
     def check(self) -> Broker:
         """Load the TLS files now; raises `BadBrokerUrl`.  Returns self."""
         _ = self.tls_context
