@@ -45,10 +45,12 @@ def _test_topology(path: Path) -> Path:
     fast["damping"]["penalty"] = 0
     doc["loadtest"]["think_time"] = {"min": "100ms", "max": "300ms"}
     # These tests are about the drill, not the SLA (loadprobe's own tests are):
-    # a few seconds of load give a p95 of a handful of samples, and the
-    # backup's factor sits near topology.yaml's 4x line (4.03x seen once).
+    # a few seconds of load give a p95 of a handful of samples, so one slow
+    # request sets it (a logon p95 of 0.31 s on a 0.02 s baseline, 15.5x,
+    # failed a clean-clone run against a 10x line).  The degradation line
+    # is out of these tests' way; the SLA's absolute limits still apply.
     for limits in doc["loadtest"]["sla"].values():
-        limits["max_degradation"] = 10.0
+        limits["max_degradation"] = 1000.0
     doc["lab"]["drills"] = {
         "baseline": "6s",
         "degraded": "8s",
