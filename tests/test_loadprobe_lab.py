@@ -275,15 +275,23 @@ def test_ctrl_c_puts_the_routes_back_and_still_reports(lab: Lab, tmp_path: Path)
     netns = lab.plan.nodes[TOWN].netns
     before = routes(netns)
     out = tmp_path / "report"
-    run = subprocess.Popen(
-        [sys.executable, "-m", "loadprobe.cli", "run", "--town", TOWN, "--path", "backup",
-         "--terminals", "3", "--duration", "60s", "--report-dir", str(out), *SHORT],
-        cwd=ROOT,
-        env=env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )  # fmt: skip
+    # A shell that starts the suite in the background without job control
+    # makes it ignore SIGINT, and an ignored signal stays ignored across
+    # exec: the Ctrl-C below would never reach loadprobe.  A handler (not
+    # SIG_IGN) is reset to the default at exec, so the child gets Ctrl-C.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        run = subprocess.Popen(
+            [sys.executable, "-m", "loadprobe.cli", "run", "--town", TOWN, "--path", "backup",
+             "--terminals", "3", "--duration", "60s", "--report-dir", str(out), *SHORT],
+            cwd=ROOT,
+            env=env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+    finally:
+        signal.signal(signal.SIGINT, previous)
     stream = out / "backup" / STREAM_NAME
     wait_for(lambda: read_all(stream), timeout=40, what="samples")
     assert {r["dev"] for r in routes(netns)} == {"flets0"}  # pinned while it runs
